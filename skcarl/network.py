@@ -1,0 +1,54 @@
+"""The trainable network: the encoder with CARL's projection head and token head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .backbone import pool
+
+
+class CARLNetwork(nn.Module):
+    """Encoder f, projection head g (2-layer MLP) and token head (linear) of CARL.
+
+    ``embed`` → ``encode`` → ``sentence`` gives the representation that ``transform`` returns;
+    ``project`` gives the normalised contrastive query q = normalize(g(pool(f(x))));
+    ``detect`` gives one perturbed-or-not logit per token.
+    """
+
+    def __init__(self, encoder: nn.Module, projection_dim: int = 128, pooling: str = "mean"):
+        super().__init__()
+        hidden = encoder.config.hidden_size
+        self.encoder = encoder
+        self.pooling = pooling
+        self.projection = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, projection_dim))
+        self.token_head = nn.Linear(hidden, 1)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Input token embeddings E (B, T, H): the tensor whose gradient is the token saliency."""
+        return self.encoder.get_input_embeddings()(input_ids)
+
+    def encode(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Last hidden states (B, T, H) of the encoder run on embeddings E."""
+        return self.encoder(inputs_embeds=embeds, attention_mask=attention_mask.long()).last_hidden_state
+
+    def sentence(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return pool(hidden, attention_mask, self.pooling)
+
+    def project(self, sentence: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(sentence).float(), dim=-1)
+
+    def detect(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.token_head(hidden).squeeze(-1)
+
+    def query(self, input_ids, attention_mask):
+        """q for a batch of token ids (used for keys and validation; training calls the parts itself)."""
+        hidden = self.encode(self.embed(input_ids), attention_mask)
+        return self.project(self.sentence(hidden, attention_mask))
+
+    @torch.inference_mode()
+    def embed_sentences(self, input_ids, attention_mask) -> torch.Tensor:
+        """L2-normalised pooled encoder output: the embedding ``transform`` returns."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
+        return F.normalize(self.sentence(hidden, attention_mask).float(), dim=-1)

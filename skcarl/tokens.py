@@ -1,0 +1,74 @@
+"""Tokenising once, and cutting the token lists into padded batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class TokenizedTexts:
+    """Token ids of every text, unpadded, with the positions of special tokens."""
+
+    input_ids: list
+    special_tokens_mask: list
+    n_truncated: int
+
+    def __len__(self):
+        return len(self.input_ids)
+
+    def subset(self, indices) -> "TokenizedTexts":
+        return TokenizedTexts([self.input_ids[i] for i in indices],
+                              [self.special_tokens_mask[i] for i in indices], 0)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+
+def tokenize(tokenizer, texts, max_length: int) -> TokenizedTexts:
+    """Tokenise ``texts`` with truncation at ``max_length``, counting the texts that were cut."""
+    full = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    n_truncated = sum(len(ids) > max_length for ids in full)
+    encoded = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length,
+                        return_special_tokens_mask=True)
+    return TokenizedTexts(encoded["input_ids"], encoded["special_tokens_mask"], n_truncated)
+
+
+def pad_batch(tokens: TokenizedTexts, indices, pad_id: int, device) -> dict:
+    """Right-pad the texts at ``indices`` to the longest of them; tensors on ``device``.
+
+    Returns ``input_ids``, ``attention_mask`` and ``real_tokens`` (neither padding nor special).
+    """
+    rows = [tokens.input_ids[i] for i in indices]
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    attention = np.zeros((len(rows), width), dtype=bool)
+    special = np.ones((len(rows), width), dtype=bool)
+    for r, i in enumerate(indices):
+        n = len(tokens.input_ids[i])
+        ids[r, :n] = tokens.input_ids[i]
+        attention[r, :n] = True
+        special[r, :n] = np.asarray(tokens.special_tokens_mask[i], dtype=bool)
+    return {
+        "input_ids": torch.from_numpy(ids).to(device),
+        "attention_mask": torch.from_numpy(attention).to(device),
+        "real_tokens": torch.from_numpy(attention & ~special).to(device),
+    }
+
+
+def length_sorted_batches(lengths: np.ndarray, batch_size: int):
+    """Index batches of similar length (longest first), so that dynamic padding wastes little."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def unigram_counts(tokens: TokenizedTexts, vocab_size: int) -> torch.Tensor:
+    """How often each token id occurs in the corpus, special tokens excluded."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for ids, special in zip(tokens.input_ids, tokens.special_tokens_mask):
+        ids = np.asarray(ids)[~np.asarray(special, dtype=bool)]
+        np.add.at(counts, ids[ids < vocab_size], 1)
+    return torch.from_numpy(counts)

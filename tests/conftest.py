@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny BERT saved to disk, and a small synthetic affect task."""
+
+import numpy as np
+import pytest
+
+WORDS = (
+    "happy joy great love wonderful calm sleepy quiet tired bored sad gloomy angry furious scared panic "
+    "excited thrilled the a day was is it and i feel very today my this so of to table chair paper window"
+).split()
+
+
+def tiny_bert_folder(path, hidden_size=32, layers=1, seed=0):
+    """Write a randomly initialised 1-layer BERT and its tokenizer to ``path``; return ``path``."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=64)
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    return tiny_bert_folder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def synthetic_affect(n=64, seed=0):
+    """Texts whose words reveal their quadrant of the VA plane, with VA labels on 1-9."""
+    rng = np.random.default_rng(seed)
+    quadrants = {
+        (7.5, 7.5): ["excited", "thrilled", "joy"],
+        (7.5, 2.5): ["calm", "quiet", "love"],
+        (2.5, 2.5): ["sad", "tired", "gloomy"],
+        (2.5, 7.5): ["angry", "furious", "panic"],
+    }
+    filler = ["the", "day", "was", "it", "and", "today", "my", "table", "paper", "window"]
+    texts, va = [], []
+    centres = list(quadrants)
+    for i in range(n):
+        centre = centres[i % 4]
+        words = list(rng.choice(quadrants[centre], 2)) + list(rng.choice(filler, 4))
+        rng.shuffle(words)
+        texts.append("i feel " + " ".join(words))
+        va.append(np.array(centre) + rng.normal(0, 0.5, 2))
+    return texts, np.clip(np.array(va), 1, 9)
+
+
+@pytest.fixture
+def affect_data():
+    return synthetic_affect()
