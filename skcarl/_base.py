@@ -16,10 +16,10 @@ from sklearn.utils.validation import check_is_fitted
 from . import __version__
 from ._validation import ParameterChecker, check_continuous_targets, check_texts
 from .backbone import DEFAULT_BACKBONE, load_backbone
+from .inference import embed_texts
 from .losses import CONTRASTIVE_LOSSES
 from .network import CARLNetwork
 from .perturbation import PERTURBATIONS, SALIENCY_MODES, TOKEN_SELECTIONS, TokenPerturber
-from .inference import embed_texts
 from .tokens import tokenize, unigram_counts
 from .training import CARLTrainer, TrainingConfig, resolve_device
 from .va_labels import auto_label_temperature, resolve_va_range, scale_labels

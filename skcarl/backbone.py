@@ -70,7 +70,6 @@ def load_backbone(model_name_or_path: str | os.PathLike):
         With every source that was tried and how to fix it.
     """
     from transformers import AutoModel, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     source, tried = resolve_backbone(model_name_or_path)

