@@ -108,6 +108,8 @@ class _CARLBase(BaseEstimator):
         check.number("projection_dim", 1, integer=True)
         check.option("contrastive_loss", tuple(CONTRASTIVE_LOSSES))
         check.number("temperature", 0, low_open=True)
+        if isinstance(self.label_temperature, str) and self.label_temperature != "auto":
+            raise check._fail("label_temperature", "a float in the range (0, inf) or 'auto'")
         if self.label_temperature != "auto":
             check.number("label_temperature", 0, low_open=True)
         check.number("momentum", 0, 1)
@@ -195,8 +197,7 @@ class _CARLBase(BaseEstimator):
         self.history_ = history
         self.loss_curve_ = [record["loss"] for record in history]
         self.validation_scores_ = [record["validation_loss"] for record in history] if validation else None
-        self.best_epoch_ = (max((r["epoch"] for r in history if r.get("best")), default=None)
-                            if validation else len(history))
+        self.best_epoch_ = trainer.best_epoch
         self.n_iter_ = len(history)
         self.fit_time_ = time.perf_counter() - started
 

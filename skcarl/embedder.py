@@ -119,8 +119,9 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
         Mean training loss L_cont + λ·L_det of each epoch.
     validation_scores_ : list of float or None
         Validation contrastive loss of each epoch.
-    best_epoch_ : int or None
-        The epoch whose weights were kept.
+    best_epoch_ : int
+        The epoch whose weights were kept: the one with the lowest validation loss, or the last one
+        without ``validation_fraction``.
     n_iter_ : int
         Epochs run.
     fit_time_ : float

@@ -248,6 +248,7 @@ class CARLTrainer:
         if validation is not None:
             val_labels_t = torch.as_tensor(validation[1], dtype=torch.float32, device=self.device)
         history, best_loss, best_state, epochs_without_gain = [], math.inf, None, 0
+        self.best_epoch = None
         for epoch in range(1, cfg.max_epochs + 1):
             started = time.perf_counter()
             order = rng.permutation(len(tokens))
@@ -268,11 +269,12 @@ class CARLTrainer:
             if cfg.verbose >= 1:
                 tqdm.write("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             if validation is None:
+                self.best_epoch = epoch  # without a validation split the last epoch is kept
                 continue
             if record["validation_loss"] < best_loss - 1e-4:
                 best_loss, epochs_without_gain = record["validation_loss"], 0
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
-                record["best"] = True
+                self.best_epoch = epoch
             else:
                 epochs_without_gain += 1
                 if epochs_without_gain >= cfg.n_iter_no_change:
