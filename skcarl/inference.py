@@ -9,10 +9,17 @@ from .tokens import length_sorted_batches, pad_batch, tokenize
 
 def embed_texts(network, tokenizer, texts, *, max_length: int, batch_size: int, device):
     """Embed ``texts`` in length-sorted batches; returns ``(embeddings in input order, n_truncated)``."""
+    return map_texts(network.embed_sentences, network.encoder.config.hidden_size, tokenizer, texts,
+                     max_length=max_length, batch_size=batch_size, device=device, network=network)
+
+
+def map_texts(fn, width, tokenizer, texts, *, max_length, batch_size, device, network):
+    """Apply ``fn(input_ids, attention_mask) -> (B, width)`` to length-sorted batches of ``texts``;
+    returns ``(rows in input order, n_truncated)``."""
     tokens = tokenize(tokenizer, texts, max_length)
-    out = np.empty((len(texts), network.encoder.config.hidden_size), dtype=np.float32)
+    out = np.empty((len(texts), width), dtype=np.float32)
     network.eval()
     for index in length_sorted_batches(tokens.lengths, batch_size):
         batch = pad_batch(tokens, index, tokenizer.pad_token_id, device)
-        out[index] = network.embed_sentences(batch["input_ids"], batch["attention_mask"]).cpu().numpy()
+        out[index] = fn(batch["input_ids"], batch["attention_mask"]).cpu().numpy()
     return out, tokens.n_truncated

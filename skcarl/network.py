@@ -14,16 +14,19 @@ class CARLNetwork(nn.Module):
 
     ``embed`` → ``encode`` → ``sentence`` gives the representation that ``transform`` returns;
     ``project`` gives the normalised contrastive query q = normalize(g(pool(f(x))));
-    ``detect`` gives one perturbed-or-not logit per token.
+    ``detect`` gives one perturbed-or-not logit per token; ``task_head`` (regressor and classifier only)
+    reads the pooled sentence vector.
     """
 
-    def __init__(self, encoder: nn.Module, projection_dim: int = 128, pooling: str = "mean"):
+    def __init__(self, encoder: nn.Module, projection_dim: int = 128, pooling: str = "mean", n_task_outputs: int = 0):
         super().__init__()
         hidden = encoder.config.hidden_size
         self.encoder = encoder
         self.pooling = pooling
         self.projection = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, projection_dim))
         self.token_head = nn.Linear(hidden, 1)
+        # regression or classification head of the supervised estimators, on the pooled sentence vector
+        self.task_head = nn.Linear(hidden, n_task_outputs) if n_task_outputs else None
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Input token embeddings E (B, T, H): the tensor whose gradient is the token saliency."""
@@ -50,5 +53,13 @@ class CARLNetwork(nn.Module):
     @torch.inference_mode()
     def embed_sentences(self, input_ids, attention_mask) -> torch.Tensor:
         """L2-normalised pooled encoder output: the embedding ``transform`` returns."""
+        return F.normalize(self.pooled(input_ids, attention_mask).float(), dim=-1)
+
+    @torch.inference_mode()
+    def predict_outputs(self, input_ids, attention_mask) -> torch.Tensor:
+        """Raw outputs of the task head (standardised values or logits)."""
+        return self.task_head(self.pooled(input_ids, attention_mask)).float()
+
+    def pooled(self, input_ids, attention_mask) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
-        return F.normalize(self.sentence(hidden, attention_mask).float(), dim=-1)
+        return self.sentence(hidden, attention_mask)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from .losses import TokenDetectionLoss, make_contrastive_loss
 from .momentum import KeyQueue, make_key_network, momentum_update
 from .perturbation import TokenPerturber, select_tokens, token_saliency
 from .tokens import TokenizedTexts, pad_batch
+from .va_labels import ContinuousLabels
 
 
 def resolve_device(device) -> torch.device:
@@ -113,25 +115,66 @@ def _linear_warmup_decay(warmup_steps: int, total_steps: int):
     return factor
 
 
-def _parameter_groups(network, config: TrainingConfig):
-    """Encoder at ``learning_rate``, the freshly initialised heads at ``head_learning_rate``;
-    no weight decay on biases and normalisation weights."""
+@dataclass
+class SupervisedTask:
+    """A prediction head trained jointly with CARL: L = L_cont + λ·L_det + ``weight``·``loss``(head(s), targets).
+
+    ``targets`` holds one row per training text (indexed like the texts); the head reads the pooled sentence
+    vector s, the representation ``transform`` returns before normalisation.
+    """
+
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    targets: torch.Tensor
+    weight: float = 1.0
+    validation_targets: torch.Tensor | None = None
+
+
+def _parameter_groups(network, label_points, config: TrainingConfig):
+    """Encoder at ``learning_rate``; the freshly initialised heads (and learnable VA anchors) at
+    ``head_learning_rate``; no weight decay on biases, normalisation weights and anchors."""
+    heads = [network.projection, network.token_head, label_points]
+    if network.task_head is not None:
+        heads.append(network.task_head)
     groups = []
     for part, lr in ((network.encoder, config.learning_rate),
-                     (torch.nn.ModuleList([network.projection, network.token_head]), config.head_learning_rate)):
+                     (torch.nn.ModuleList(heads), config.head_learning_rate)):
         params = [p for p in part.parameters() if p.requires_grad]
-        groups.append({"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": config.weight_decay})
-        groups.append({"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0})
+        decayed = [p for p in params if p.ndim >= 2 and not getattr(p, "no_weight_decay", False)]
+        groups.append({"params": decayed, "lr": lr, "weight_decay": config.weight_decay})
+        groups.append({"params": [p for p in params if all(p is not d for d in decayed)], "lr": lr,
+                       "weight_decay": 0.0})
     return [g for g in groups if g["params"]]
 
 
 class CARLTrainer:
-    """Owns everything that exists only while training: key encoder, queue, optimizer, schedule."""
+    """Owns everything that exists only while training: key encoder, queue, optimizer, schedule.
+
+    Parameters
+    ----------
+    network : CARLNetwork
+    config : TrainingConfig
+    device : torch.device
+    perturber : TokenPerturber or None
+        None switches the detection objective off.
+    label_dim : int
+        Width of a label row.
+    steps_per_epoch : int
+    pad_id : int
+    task : SupervisedTask or None
+        A prediction head trained jointly (regressor, classifier).
+    label_points : nn.Module or None
+        Maps a text's label row (what the queue stores) to its point in the [0, 1] label space that L_cont
+        compares: the identity for continuous labels (the default), the VA anchors of its classes for class
+        labels.
+    """
 
     def __init__(self, network, config: TrainingConfig, device: torch.device, perturber: TokenPerturber | None,
-                 label_dim: int, steps_per_epoch: int, pad_id: int):
+                 label_dim: int, steps_per_epoch: int, pad_id: int, task: SupervisedTask | None = None,
+                 label_points: torch.nn.Module | None = None):
         self.pad_id = pad_id
         self.network = network.to(device)
+        self.label_points = (label_points if label_points is not None else ContinuousLabels()).to(device)
+        self.task = task
         self.config = config
         self.device = device
         self.perturber = perturber.to(device) if perturber is not None else None
@@ -142,15 +185,16 @@ class CARLTrainer:
         self.contrastive_loss = make_contrastive_loss(config.contrastive_loss, config.temperature,
                                                       config.label_temperature)
         self.detection_loss = TokenDetectionLoss()
-        self.optimizer = torch.optim.AdamW(_parameter_groups(self.network, config))
+        self.optimizer = torch.optim.AdamW(_parameter_groups(self.network, self.label_points, config))
         total = max(1, steps_per_epoch * config.max_epochs)
         warmup = max(1, math.ceil(config.warmup_ratio * total)) if config.warmup_ratio > 0 else 0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _linear_warmup_decay(warmup, total))
         self.precision = MixedPrecision(device, config.use_amp)
         self.global_step = 0
+        self.best_epoch = None
 
     # ------------------------------------------------------------------ the step
-    def training_step(self, batch: dict, labels: torch.Tensor) -> dict:
+    def training_step(self, batch: dict, label_rows: torch.Tensor, task_targets: torch.Tensor | None = None) -> dict:
         net, cfg = self.network, self.config
         ids, mask, real = batch["input_ids"], batch["attention_mask"], batch["real_tokens"]
         net.train()
@@ -161,16 +205,24 @@ class CARLTrainer:
             embeds = net.embed(ids)
             if self.detection_on:
                 embeds.retain_grad()
-            queries = net.project(net.sentence(net.encode(embeds, mask), mask))
+            sentence = net.sentence(net.encode(embeds, mask), mask)
+            queries = net.project(sentence)
             with torch.no_grad():
                 keys = self.key_network.query(ids, mask)
 
-            # 3. L_cont over the candidates C = batch keys ∪ queue.
-            queue_keys, queue_labels = self.queue.contents()
-            l_cont = self.contrastive_loss(queries, torch.cat([keys, queue_keys]),
-                                           labels, torch.cat([labels, queue_labels]))
+            # 3. L_cont over the candidates C = batch keys ∪ queue, compared at their VA points.
+            queue_keys, queue_rows = self.queue.contents()
+            points = self.label_points(torch.cat([label_rows, queue_rows]))
+            l_cont = self.contrastive_loss(queries, torch.cat([keys, queue_keys]), points[: len(ids)], points)
+            loss = l_cont
+            l_task = None
+            if self.task is not None:  # the supervised head shares this forward and backward
+                l_task = self.task.loss(net.task_head(sentence), task_targets)
+                loss = l_cont + self.task.weight * l_task
         self._check_finite(l_cont, "contrastive loss L_cont")
-        self.precision.backward(l_cont)
+        if l_task is not None:
+            self._check_finite(l_task, "supervised loss of the prediction head")
+        self.precision.backward(loss)
 
         # 4. Perturbed token detection on the most salient tokens, saliency from the backward above.
         l_det = None
@@ -179,18 +231,25 @@ class CARLTrainer:
             self._check_finite(l_det, "detection loss L_det")
             self.precision.backward(cfg.detection_weight * l_det)
 
-        # 5. θ ← AdamW(θ), ξ ← m·ξ + (1−m)·θ, enqueue the keys with their labels.
-        self.precision.step(self.optimizer, net.parameters(), cfg.max_grad_norm)
+        # 5. θ ← AdamW(θ), ξ ← m·ξ + (1−m)·θ, enqueue the keys with their label rows.
+        self.precision.step(self.optimizer, self._trained_parameters(), cfg.max_grad_norm)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.label_points.constrain()
         momentum_update(self.key_network, net, cfg.momentum)
-        self.queue.enqueue(keys, labels)
+        self.queue.enqueue(keys, label_rows)
         self.global_step += 1
 
-        l_cont_value = float(l_cont.detach())
-        l_det_value = float(l_det.detach()) if l_det is not None else 0.0
-        return {"loss": l_cont_value + cfg.detection_weight * l_det_value,
-                "contrastive_loss": l_cont_value, "detection_loss": l_det_value}
+        values = {"contrastive_loss": float(l_cont.detach()),
+                  "detection_loss": float(l_det.detach()) if l_det is not None else 0.0}
+        values["loss"] = values["contrastive_loss"] + cfg.detection_weight * values["detection_loss"]
+        if l_task is not None:
+            values["task_loss"] = float(l_task.detach())
+            values["loss"] += self.task.weight * values["task_loss"]
+        return values
+
+    def _trained_parameters(self):
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def _detection_loss(self, ids, mask, real, embeds):
         net, cfg = self.network, self.config
@@ -220,50 +279,57 @@ class CARLTrainer:
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
-    def validation_loss(self, tokens: TokenizedTexts, labels: torch.Tensor) -> float:
-        """The contrastive loss of the held-out texts against each other, without dropout.
+    def validation_loss(self, tokens: TokenizedTexts, label_rows: torch.Tensor) -> float:
+        """The loss of the held-out texts, without dropout.
 
-        Queries and keys both come from the query encoder in eval mode, so the figure measures the
-        embedding itself, not the lagging key encoder or the queue.
+        With a prediction head, its supervised loss (what the user's predictions are judged by). Without,
+        the contrastive loss of the held-out texts against each other: queries and keys both come from the
+        query encoder in eval mode, so the figure measures the embedding itself, not the lagging key
+        encoder or the queue.
         """
         self.network.eval()
         bs = self.config.batch_size
-        queries = torch.cat([
-            self.network.query(**_ids_and_mask(pad_batch(tokens, range(i, min(i + bs, len(tokens))),
-                                                         self.pad_id, self.device)))
-            for i in range(0, len(tokens), bs)
-        ])
+        sentences = []
+        for start in range(0, len(tokens), bs):
+            batch = pad_batch(tokens, range(start, min(start + bs, len(tokens))), self.pad_id, self.device)
+            hidden = self.network.encode(self.network.embed(batch["input_ids"]), batch["attention_mask"])
+            sentences.append(self.network.sentence(hidden, batch["attention_mask"]))
+        sentences = torch.cat(sentences)
+        if self.task is not None:
+            return float(self.task.loss(self.network.task_head(sentences), self.task.validation_targets))
+        queries = self.network.project(sentences)
+        points = self.label_points(label_rows)
         total = 0.0
-        for i in range(0, len(queries), bs):
-            chunk = slice(i, i + bs)
-            total += float(self.contrastive_loss(queries[chunk], queries, labels[chunk], labels)) * len(queries[chunk])
+        for start in range(0, len(queries), bs):
+            chunk = slice(start, start + bs)
+            total += float(self.contrastive_loss(queries[chunk], queries, points[chunk], points)) * len(queries[chunk])
         return total / len(queries)
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, tokens: TokenizedTexts, labels: np.ndarray, rng: np.random.Generator,
+    def fit(self, tokens: TokenizedTexts, label_rows: np.ndarray, rng: np.random.Generator,
             validation: tuple[TokenizedTexts, np.ndarray] | None = None) -> list[dict]:
         cfg = self.config
-        labels_t = torch.as_tensor(labels, dtype=torch.float32, device=self.device)
-        val_labels_t = None
+        rows = torch.as_tensor(label_rows, dtype=torch.float32, device=self.device)
+        val_rows = None
         if validation is not None:
-            val_labels_t = torch.as_tensor(validation[1], dtype=torch.float32, device=self.device)
+            val_rows = torch.as_tensor(validation[1], dtype=torch.float32, device=self.device)
         history, best_loss, best_state, epochs_without_gain = [], math.inf, None, 0
-        self.best_epoch = None
         for epoch in range(1, cfg.max_epochs + 1):
             started = time.perf_counter()
             order = rng.permutation(len(tokens))
             batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-            sums = {"loss": 0.0, "contrastive_loss": 0.0, "detection_loss": 0.0}
+            sums: dict[str, float] = {}
             bar = tqdm(batches, desc=f"CARL epoch {epoch}/{cfg.max_epochs}", unit="batch",
                        disable=cfg.verbose < 1, leave=cfg.verbose >= 2)
             for index in bar:
-                step = self.training_step(pad_batch(tokens, index, self.pad_id, self.device), labels_t[index])
-                for key in sums:
-                    sums[key] += step[key] * len(index)
-                bar.set_postfix(L_cont=f"{step['contrastive_loss']:.4f}", L_det=f"{step['detection_loss']:.4f}")
+                targets = self.task.targets[index] if self.task is not None else None
+                step = self.training_step(pad_batch(tokens, index, self.pad_id, self.device), rows[index], targets)
+                for key, value in step.items():
+                    sums[key] = sums.get(key, 0.0) + value * len(index)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in step.items() if k != "loss"})
             record = {"epoch": epoch, **{k: v / len(tokens) for k, v in sums.items()}}
             if validation is not None:
-                record["validation_loss"] = self.validation_loss(validation[0], val_labels_t)
+                record["validation_loss"] = self.validation_loss(validation[0], val_rows)
             record["duration"] = time.perf_counter() - started
             history.append(record)
             if cfg.verbose >= 1:
@@ -272,19 +338,18 @@ class CARLTrainer:
                 self.best_epoch = epoch  # without a validation split the last epoch is kept
                 continue
             if record["validation_loss"] < best_loss - 1e-4:
-                best_loss, epochs_without_gain = record["validation_loss"], 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
-                self.best_epoch = epoch
+                best_loss, epochs_without_gain, self.best_epoch = record["validation_loss"], 0, epoch
+                best_state = [_cpu_state(self.network), _cpu_state(self.label_points)]
             else:
                 epochs_without_gain += 1
                 if epochs_without_gain >= cfg.n_iter_no_change:
                     break
         if best_state is not None:
-            self.network.load_state_dict(best_state)
+            self.network.load_state_dict(best_state[0])
+            self.label_points.load_state_dict(best_state[1])
         self.network.eval()
         return history
 
 
-def _ids_and_mask(batch: dict) -> dict:
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-
+def _cpu_state(module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}

@@ -1,8 +1,12 @@
-"""Continuous affect labels: their scale, and the label temperature derived from them."""
+"""Affect labels: their scale, the label temperature, and the VA labeling system for class labels."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import nn
+
+from ._va_table import DEFAULT_VA_TABLE
 
 # τ_y = AUTO_LABEL_TEMPERATURE_FRACTION × median pairwise distance of the scaled training labels.
 # 0.14 puts τ_y ≈ 0.02 on EmoBank, where a reconstruction run found 0.02 better than 0.1 and 0.005.
@@ -64,3 +68,102 @@ def auto_label_temperature(y_scaled: np.ndarray, rng: np.random.Generator) -> fl
         positive = d[d > 1e-12]
         median = np.median(positive) if positive.size else 1.0
     return float(AUTO_LABEL_TEMPERATURE_FRACTION * median)
+
+
+# ---------------------------------------------------------------------- label rows → points of the label space
+class ContinuousLabels(nn.Module):
+    """Continuous labels are their own points: the rows the queue stores are the scaled labels."""
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows
+
+    def constrain(self) -> None:
+        pass
+
+
+class ClassAnchors(nn.Module):
+    """The VA labeling system: each class is an anchor point of the (scaled) valence–arousal plane.
+
+    A text's label row holds its class memberships, summing to 1 (one-hot, or 1/k on each of its k labels for
+    multi-label rows), so its point is the mean of its classes' anchors. The queue stores membership rows,
+    not points, so that learnable anchors (``va_map="learn"``) are always read at their current position.
+
+    Parameters
+    ----------
+    anchors : (n_classes, n_dims) tensor
+        Starting points, scaled to [0, 1].
+    learn : bool
+        Make the anchors trainable parameters; they move with the gradient of L_cont and are kept inside
+        [0, 1] after every step.
+    """
+
+    def __init__(self, anchors: torch.Tensor, learn: bool = False):
+        super().__init__()
+        self.anchors = nn.Parameter(anchors.float().clone(), requires_grad=learn)
+        self.anchors.no_weight_decay = True
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows @ self.anchors
+
+    @torch.no_grad()
+    def constrain(self) -> None:
+        if self.anchors.requires_grad:
+            self.anchors.clamp_(0.0, 1.0)
+
+
+# ---------------------------------------------------------------------- the default table and user maps
+def normalize_label_name(label) -> str:
+    """How class names are matched against the default table: trimmed, lower case, '_' and '-' as spaces."""
+    return str(label).strip().lower().replace("_", " ").replace("-", " ")
+
+
+def class_anchor_points(classes, va_map, va_range, rng: np.random.Generator):
+    """Anchor points of ``classes`` under ``va_map``, before and after scaling.
+
+    Parameters
+    ----------
+    classes : sequence
+        The class labels, in ``classes_`` order.
+    va_map : None, dict or "learn"
+        ``None``: the default table (:data:`DEFAULT_VA_TABLE`); every class must be in it. A dict:
+        ``{label: (valence, arousal, ...)}`` on any scale, with every class as a key. ``"learn"``: the default
+        table where it knows the class; the other classes start at the mean of the known ones (the centre
+        (0.5, 0.5) if none is known) plus a jitter of 1e-3 so that they can separate.
+    va_range : None, (low, high) or (n_dims, 2) array
+        Scale of the points. ``None`` means [0, 1] for the default table and ``"learn"``, and the min/max of
+        the given points for a dict.
+
+    Returns
+    -------
+    raw : (n_classes, n_dims) ndarray
+        The points on the user's scale.
+    scaled : (n_classes, n_dims) ndarray
+        The points mapped to [0, 1].
+    low, high : ndarray
+        The scale used.
+    """
+    if isinstance(va_map, dict):
+        missing = [c for c in classes if c not in va_map]
+        if missing:
+            raise ValueError(f"va_map has no point for the class(es) {missing!r}; give one (valence, arousal) "
+                             f"per class. Classes found in y: {list(classes)!r}.")
+        raw = np.asarray([np.atleast_1d(np.asarray(va_map[c], dtype=np.float64)) for c in classes])
+        if raw.ndim != 2 or not np.isfinite(raw).all():
+            raise ValueError("Every va_map value must be a finite (valence, arousal, ...) tuple of one length.")
+        low, high = resolve_va_range(raw, va_range)
+        return raw, scale_labels(raw, low, high), low, high
+    known = {c: DEFAULT_VA_TABLE.get(normalize_label_name(c)) for c in classes}
+    unknown = [c for c, point in known.items() if point is None]
+    if va_map is None and unknown:
+        raise ValueError(
+            f"The class(es) {unknown!r} are not in skcarl's default valence-arousal table. Pass "
+            "va_map={label: (valence, arousal)} with a point for every class, or va_map='learn' to learn "
+            f"their points. Known names: {sorted(DEFAULT_VA_TABLE)}."
+        )
+    known_points = np.asarray([p for p in known.values() if p is not None], dtype=np.float64).reshape(-1, 2)
+    start = known_points.mean(0) if len(known_points) else np.full(2, 0.5)
+    raw = np.asarray([known[c] if known[c] is not None else start + rng.normal(0, 1e-3, 2) for c in classes],
+                     dtype=np.float64)
+    raw = np.clip(raw, 0.0, 1.0)
+    low, high = resolve_va_range(raw, (0.0, 1.0) if va_range is None else va_range)
+    return raw, scale_labels(raw, low, high), low, high

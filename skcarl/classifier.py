@@ -1,0 +1,187 @@
+"""CARLClassifier: emotion categories predicted by a CARL-tuned encoder, with the VA labeling system."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.special import expit, softmax
+from sklearn.base import ClassifierMixin
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.validation import check_is_fitted
+from torch.nn import functional as F
+
+from ._base import _CARLBase, carl_estimator
+from .backbone import DEFAULT_BACKBONE
+
+
+@carl_estimator
+class CARLClassifier(ClassifierMixin, _CARLBase):
+    """Classify emotions with a CARL-tuned encoder.
+
+    Categorical labels carry no distances, so CARL's contrastive loss reads them through the
+    *VA labeling system*: every class is a point of the valence–arousal plane (``va_map``), a text sits at
+    its class's point (the mean of its classes' points for multi-label rows), and L_cont pulls together
+    texts whose points are close. A linear classification head on the pooled sentence vector is trained
+    jointly:
+
+        L = L_cont + λ·L_det + ``classification_weight`` · CE
+
+    with the softmax cross-entropy for single-label targets and the per-class binary cross-entropy for
+    multi-label targets (sigmoid outputs), each weighted by ``class_weight``.
+
+    Parameters
+    ----------
+%(carl_parameters)s
+    va_map : None, dict or "learn", default=None
+        The valence–arousal point of each class. ``None``: skcarl's default table (GoEmotions' 28
+        categories, Ekman's six and neutral, and other common emotion names, with NRC VAD Lexicon values on
+        [0, 1]); a class it does not know is an error that lists them. A dict ``{label: (valence, arousal)}``
+        on any scale (``va_range`` or the min/max of the points maps it to [0, 1]). ``"learn"``: start at
+        the table's points (unknown classes at the mean of the known ones) and learn them with L_cont.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the head's loss. ``"balanced"`` uses n_samples / (n_classes · count);
+        for multi-label targets the count is the number of positive rows of each class.
+    classification_weight : float, default=1.0
+        Weight of the head's cross-entropy in the total loss.
+
+    Attributes
+    ----------
+%(carl_attributes)s
+    classes_ : ndarray of shape (n_classes,)
+        The class labels (column names or indices for multi-label indicator targets).
+    multilabel_ : bool
+        Whether the targets were multi-label.
+    class_weight_ : ndarray of shape (n_classes,)
+        The weights used in the loss.
+    va_map_ : dict
+        Each class's valence–arousal point on the scale of ``va_map`` (after learning, with "learn").
+
+    See Also
+    --------
+    CARLEmbedder : the embeddings alone, e.g. in a Pipeline with LogisticRegression.
+
+    Examples
+    --------
+    >>> from skcarl import CARLClassifier
+    >>> texts = ["I am so happy today", "This makes me furious", "I miss her every day"]
+    >>> clf = CARLClassifier(max_epochs=1, batch_size=2, random_state=0)  # doctest: +SKIP
+    >>> clf.fit(texts, ["joy", "anger", "sadness"]).predict(["What a lovely day"])  # doctest: +SKIP
+    array(['joy'], dtype='<U7')
+    """
+
+    def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, va_map=None, class_weight=None,
+                 classification_weight=1.0, **carl_params):
+        super().__init__(model_name_or_path, **carl_params)
+        self.va_map = va_map
+        self.class_weight = class_weight
+        self.classification_weight = classification_weight
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    def _check_params(self):
+        super()._check_params()
+        check = self._checker()
+        check.number("classification_weight", 0)
+        if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
+            raise check._fail("class_weight", "None, 'balanced' or a dict {class: weight}")
+
+    def _prepare_targets(self, y, n_samples, rng):
+        prepared, targets = self._class_targets(y, n_samples, rng)
+        if not targets.multilabel and len(targets.classes) < 2:
+            raise ValueError(f"CARLClassifier needs at least 2 classes; y holds only {targets.classes.tolist()!r}.")
+        if self.warm_start and hasattr(self, "classes_") and not np.array_equal(self.classes_, targets.classes):
+            raise ValueError(f"warm_start=True needs the classes of the previous fit {self.classes_.tolist()!r}; "
+                             f"y has {targets.classes.tolist()!r}.")
+        weights = torch.as_tensor(self._class_weights(targets), dtype=torch.float32)
+        prepared.fitted.update(multilabel_=targets.multilabel, class_weight_=weights.numpy())
+        prepared.n_task_outputs = len(targets.classes)
+        if targets.multilabel:
+            prepared.task_loss = _WeightedBCE(weights)
+            prepared.task_targets = targets.indicator
+        else:
+            prepared.task_loss = _WeightedCE(weights)
+            prepared.task_targets = targets.indices
+        prepared.task_weight = self.classification_weight
+        return prepared
+
+    def _class_weights(self, targets) -> np.ndarray:
+        n_classes = len(targets.classes)
+        if self.class_weight is None:
+            return np.ones(n_classes)
+        if self.class_weight == "balanced":
+            if not targets.multilabel:
+                return compute_class_weight("balanced", classes=np.arange(n_classes), y=targets.indices)
+            positives = targets.indicator.sum(0)
+            return len(targets.indicator) / (n_classes * np.maximum(positives, 1))
+        unknown = [c for c in self.class_weight if c not in set(targets.classes.tolist())]
+        if unknown:
+            raise ValueError(f"class_weight names class(es) {unknown!r} that are not in y.")
+        return np.asarray([float(self.class_weight.get(c, 1.0)) for c in targets.classes.tolist()])
+
+    def fit(self, X, y):
+        """Fine-tune the encoder with CARL and train the classification head.
+
+        Parameters
+        ----------
+        X : sequence of str of length n_samples
+        y : array-like of shape (n_samples,), an indicator matrix (n_samples, n_classes), or a list of
+            label sets
+            Class labels (strings or integers). A 2-D 0/1 array or DataFrame, or a list of label
+            collections, is multi-label.
+
+        Returns
+        -------
+        self : CARLClassifier
+        """
+        self._fit_carl(X, y)
+        return self
+
+    def decision_function(self, X):
+        """Logits of the head; for binary single-label targets, the positive-class margin (n_samples,)."""
+        check_is_fitted(self, "network_")
+        logits = self._task_outputs(X)
+        if not self.multilabel_ and len(self.classes_) == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in ``classes_`` order: a softmax (rows sum to 1) for single-label
+        targets, independent sigmoids for multi-label targets."""
+        check_is_fitted(self, "network_")
+        logits = self._task_outputs(X).astype(np.float64)
+        return expit(logits) if self.multilabel_ else softmax(logits, axis=1)
+
+    def predict(self, X):
+        """Labels from ``classes_``; for multi-label targets a 0/1 indicator matrix (probability ≥ 0.5)."""
+        proba = self.predict_proba(X)
+        if self.multilabel_:
+            return (proba >= 0.5).astype(int)
+        return self.classes_[proba.argmax(1)]
+
+    def transform(self, X):
+        """The L2-normalised sentence embeddings of the tuned encoder, shape (n_samples, hidden_size)."""
+        return self._embed(X)
+
+
+class _WeightedCE:
+    """Softmax cross-entropy with class weights (a picklable callable, unlike a lambda)."""
+
+    def __init__(self, weights: torch.Tensor):
+        self.weights = weights
+
+    def __call__(self, logits, targets):
+        return F.cross_entropy(logits.float(), targets.long(), weight=self.weights.to(logits.device))
+
+
+class _WeightedBCE:
+    """Per-class binary cross-entropy, each class's term scaled by its weight."""
+
+    def __init__(self, weights: torch.Tensor):
+        self.weights = weights
+
+    def __call__(self, logits, targets):
+        per_entry = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
+        return (per_entry * self.weights.to(logits.device)).mean()

@@ -1,0 +1,122 @@
+"""CARLRegressor: valence, arousal (or any continuous targets) predicted by a CARL-tuned encoder."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import MultiOutputMixin, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+from torch.nn import functional as F
+
+from ._base import _CARLBase, carl_estimator
+from .backbone import DEFAULT_BACKBONE
+
+
+@carl_estimator
+class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
+    """Predict valence, arousal and other continuous targets with a CARL-tuned encoder.
+
+    The encoder is fine-tuned with CARL (the continuous-label contrastive loss on the targets, and
+    perturbed-token detection) while a linear regression head on the pooled sentence vector is trained
+    jointly with a mean squared error:
+
+        L = L_cont + λ·L_det + ``regression_weight`` · MSE(head(s), z)
+
+    where z are the targets standardised per column (zero mean, unit variance on the training set).
+    Standardising matters on narrow real labels: on EmoBank scaled to [0, 1] (sd ≈ 0.1) a plain MSE head
+    learned worse than a ridge probe on the same encoder. ``predict`` maps back to the scale of the
+    training targets; ``score`` is R² (averaged over outputs).
+
+    Parameters
+    ----------
+%(carl_parameters)s
+    regression_weight : float, default=1.0
+        Weight of the regression head's MSE in the total loss.
+
+    Attributes
+    ----------
+%(carl_attributes)s
+    n_outputs_ : int
+        Number of targets.
+    target_mean_, target_scale_ : ndarray of shape (n_outputs,)
+        Standardisation of the targets (a constant target gets scale 1).
+
+    See Also
+    --------
+    CARLEmbedder : the embeddings alone, to feed any scikit-learn regressor.
+
+    Examples
+    --------
+    >>> from skcarl import CARLRegressor
+    >>> from skcarl.datasets import load_affect_demo
+    >>> data = load_affect_demo()
+    >>> reg = CARLRegressor(va_range=(1, 9), max_epochs=2, random_state=0)  # doctest: +SKIP
+    >>> reg.fit(data.text, data[["valence", "arousal"]])  # doctest: +SKIP
+    CARLRegressor(max_epochs=2, random_state=0, va_range=(1, 9))
+    >>> reg.predict(["I won the championship!"]).round(1)  # doctest: +SKIP
+    array([[7.9, 7.1]])
+    """
+
+    def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, regression_weight=1.0, **carl_params):
+        super().__init__(model_name_or_path, **carl_params)
+        self.regression_weight = regression_weight
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+    def _check_params(self):
+        super()._check_params()
+        self._checker().number("regression_weight", 0)
+
+    def _prepare_targets(self, y, n_samples, rng):
+        prepared = self._continuous_targets(y, n_samples)
+        targets = np.asarray(y, dtype=np.float64).reshape(n_samples, -1)
+        if self.warm_start and hasattr(self, "target_mean_"):
+            mean, scale = self.target_mean_, self.target_scale_  # the head's scale must not move
+        else:
+            mean, sd = targets.mean(0), targets.std(0)
+            scale = np.where(sd > 0, sd, 1.0)
+        prepared.fitted.update(target_mean_=mean, target_scale_=scale, _y_ndim=np.ndim(y))
+        prepared.n_task_outputs = targets.shape[1]
+        prepared.task_loss = F.mse_loss
+        prepared.task_targets = ((targets - mean) / scale).astype(np.float32)
+        prepared.task_weight = self.regression_weight
+        return prepared
+
+    def fit(self, X, y):
+        """Fine-tune the encoder with CARL and train the regression head.
+
+        Parameters
+        ----------
+        X : sequence of str of length n_samples
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Continuous targets, e.g. valence and arousal.
+
+        Returns
+        -------
+        self : CARLRegressor
+        """
+        self._fit_carl(X, y)
+        return self
+
+    def predict(self, X):
+        """Predict the targets on the scale of the training targets.
+
+        Parameters
+        ----------
+        X : sequence of str
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            1-D when ``fit`` was given 1-D targets.
+        """
+        check_is_fitted(self, "network_")
+        predictions = self._task_outputs(X) * self.target_scale_ + self.target_mean_
+        return predictions.ravel() if self._y_ndim == 1 else predictions
+
+    def transform(self, X):
+        """The L2-normalised sentence embeddings of the tuned encoder, shape (n_samples, hidden_size)."""
+        return self._embed(X)
