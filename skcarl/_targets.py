@@ -35,7 +35,7 @@ def _is_label_collection(value) -> bool:
 def check_class_targets(y, n_samples: int) -> ClassTargets:
     """Parse ``y`` into classes and membership rows, with sklearn-style errors."""
     columns = getattr(y, "columns", None)
-    if columns is not None or (hasattr(y, "ndim") and getattr(y, "ndim") == 2):
+    if columns is not None or (hasattr(y, "ndim") and y.ndim == 2):
         indicator = np.asarray(y)
         if indicator.ndim != 2:
             raise ValueError(f"y must be 1-D labels or a 2-D indicator matrix; got shape {indicator.shape}.")

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from scipy.special import expit, softmax
 from sklearn.base import ClassifierMixin
+from sklearn.linear_model import LogisticRegression
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
@@ -43,6 +44,10 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         for multi-label targets the count is the number of positive rows of each class.
     classification_weight : float, default=1.0
         Weight of the head's cross-entropy in the total loss.
+    head_init : {"probe", "random"}, default="probe"
+        ``"probe"`` starts the head at a logistic regression on the pretrained encoder's pooled features
+        (one per class for multi-label targets) before fine-tuning (LP-FT; Kumar et al. 2022); ``"random"``
+        starts it at PyTorch's default initialisation.
 
     Attributes
     ----------
@@ -70,11 +75,12 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
     """
 
     def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, va_map=None, class_weight=None,
-                 classification_weight=1.0, **carl_params):
+                 classification_weight=1.0, head_init="probe", **carl_params):
         super().__init__(model_name_or_path, **carl_params)
         self.va_map = va_map
         self.class_weight = class_weight
         self.classification_weight = classification_weight
+        self.head_init = head_init
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -85,6 +91,7 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         super()._check_params()
         check = self._checker()
         check.number("classification_weight", 0)
+        check.option("head_init", ("probe", "random"))
         if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
             raise check._fail("class_weight", "None, 'balanced' or a dict {class: weight}")
 
@@ -105,6 +112,7 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
             prepared.task_loss = _WeightedCE(weights)
             prepared.task_targets = targets.indices
         prepared.task_weight = self.classification_weight
+        prepared.probe = _LogisticProbe(weights.numpy(), targets.multilabel, len(targets.classes))
         return prepared
 
     def _class_weights(self, targets) -> np.ndarray:
@@ -185,3 +193,36 @@ class _WeightedBCE:
     def __call__(self, logits, targets):
         per_entry = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
         return (per_entry * self.weights.to(logits.device)).mean()
+
+
+class _LogisticProbe:
+    """Logistic-regression weights for the head, as (weight (n_classes, h), bias (n_classes,))."""
+
+    def __init__(self, class_weights: np.ndarray, multilabel: bool, n_classes: int):
+        self.class_weights, self.multilabel, self.n_classes = class_weights, multilabel, n_classes
+
+    def __call__(self, features, targets):
+        weight, bias = np.zeros((self.n_classes, features.shape[1])), np.zeros(self.n_classes)
+        if not self.multilabel:
+            present = np.unique(targets)
+            if len(present) < 2:  # a training split with one class: nothing to separate yet
+                bias[:] = -10.0
+                bias[present] = 10.0
+                return weight, bias
+            model = LogisticRegression(max_iter=1000, class_weight=dict(enumerate(self.class_weights)))
+            model.fit(features, targets)
+            if len(present) == 2:  # sklearn keeps one row for two classes: split it into two logits
+                weight[present] = np.vstack([-model.coef_[0], model.coef_[0]]) / 2
+                bias[present] = np.array([-model.intercept_[0], model.intercept_[0]]) / 2
+            else:
+                weight[present], bias[present] = model.coef_, model.intercept_
+            bias[np.setdiff1d(np.arange(self.n_classes), present)] = -10.0  # classes absent from training
+            return weight, bias
+        for c in range(self.n_classes):
+            column = targets[:, c]
+            if column.min() == column.max():  # a class always (or never) on: only its bias is informative
+                bias[c] = 10.0 if column[0] else -10.0
+                continue
+            model = LogisticRegression(max_iter=1000).fit(features, column)
+            weight[c], bias[c] = model.coef_[0], model.intercept_[0]
+        return weight, bias

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 

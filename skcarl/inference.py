@@ -17,9 +17,16 @@ def map_texts(fn, width, tokenizer, texts, *, max_length, batch_size, device, ne
     """Apply ``fn(input_ids, attention_mask) -> (B, width)`` to length-sorted batches of ``texts``;
     returns ``(rows in input order, n_truncated)``."""
     tokens = tokenize(tokenizer, texts, max_length)
-    out = np.empty((len(texts), width), dtype=np.float32)
-    network.eval()
-    for index in length_sorted_batches(tokens.lengths, batch_size):
-        batch = pad_batch(tokens, index, tokenizer.pad_token_id, device)
-        out[index] = fn(batch["input_ids"], batch["attention_mask"]).cpu().numpy()
+    out = map_tokens(fn, width, tokens, pad_id=tokenizer.pad_token_id, batch_size=batch_size, device=device,
+                     network=network)
     return out, tokens.n_truncated
+
+
+def map_tokens(fn, width, tokens, *, pad_id, batch_size, device, network, train_mode=False) -> np.ndarray:
+    """:func:`map_texts` for texts tokenised already; ``train_mode`` keeps dropout on."""
+    out = np.empty((len(tokens), width), dtype=np.float32)
+    network.train(train_mode)
+    for index in length_sorted_batches(tokens.lengths, batch_size):
+        batch = pad_batch(tokens, index, pad_id, device)
+        out[index] = fn(batch["input_ids"], batch["attention_mask"]).float().cpu().numpy()
+    return out

@@ -60,6 +60,11 @@ class CARLNetwork(nn.Module):
         """Raw outputs of the task head (standardised values or logits)."""
         return self.task_head(self.pooled(input_ids, attention_mask)).float()
 
+    @torch.inference_mode()
+    def pooled_features(self, input_ids, attention_mask) -> torch.Tensor:
+        """The pooled sentence vector the task head reads (for initialising the head by a linear probe)."""
+        return self.pooled(input_ids, attention_mask)
+
     def pooled(self, input_ids, attention_mask) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
         return self.sentence(hidden, attention_mask)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import MultiOutputMixin, RegressorMixin
+from sklearn.linear_model import RidgeCV
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 
@@ -31,6 +32,10 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
 %(carl_parameters)s
     regression_weight : float, default=1.0
         Weight of the regression head's MSE in the total loss.
+    head_init : {"probe", "random"}, default="probe"
+        ``"probe"`` starts the head at a ridge regression (``RidgeCV``) on the pretrained encoder's pooled
+        features before fine-tuning (linear probing then fine-tuning, LP-FT; Kumar et al. 2022); ``"random"``
+        starts it at PyTorch's default initialisation.
 
     Attributes
     ----------
@@ -56,9 +61,11 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
     array([[7.9, 7.1]])
     """
 
-    def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, regression_weight=1.0, **carl_params):
+    def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, regression_weight=1.0, head_init="probe",
+                 **carl_params):
         super().__init__(model_name_or_path, **carl_params)
         self.regression_weight = regression_weight
+        self.head_init = head_init
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -69,6 +76,7 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
     def _check_params(self):
         super()._check_params()
         self._checker().number("regression_weight", 0)
+        self._checker().option("head_init", ("probe", "random"))
 
     def _prepare_targets(self, y, n_samples, rng):
         prepared = self._continuous_targets(y, n_samples)
@@ -83,6 +91,7 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
         prepared.task_loss = F.mse_loss
         prepared.task_targets = ((targets - mean) / scale).astype(np.float32)
         prepared.task_weight = self.regression_weight
+        prepared.probe = _ridge_probe
         return prepared
 
     def fit(self, X, y):
@@ -120,3 +129,8 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
     def transform(self, X):
         """The L2-normalised sentence embeddings of the tuned encoder, shape (n_samples, hidden_size)."""
         return self._embed(X)
+
+
+def _ridge_probe(features, targets):
+    ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(features, targets)
+    return np.atleast_2d(ridge.coef_), np.atleast_1d(ridge.intercept_)
