@@ -36,6 +36,10 @@ from .va_labels import (
     scale_labels,
 )
 
+# Fitted attributes that depend on the kind of y (continuous or classes) and so on the estimator's last fit.
+_TARGET_ATTRIBUTES = {"n_outputs_", "classes_", "va_map_", "multilabel_", "class_weight_", "target_mean_",
+                      "target_scale_", "_y_ndim"}
+
 
 @dataclass
 class PreparedTargets:
@@ -233,6 +237,8 @@ class _CARLBase(BaseEstimator):
         """Validate, then fine-tune the encoder with CARL (and the task head, if any) on texts ``X``."""
         self._check_params()
         texts = check_texts(X)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
         seed, rng = self._seeds()
         device = resolve_device(self.device)
         started = time.perf_counter()
@@ -269,6 +275,8 @@ class _CARLBase(BaseEstimator):
             validation = None if val_idx is None else (tokens.subset(val_idx), prepared.rows[val_idx])
             history = trainer.fit(train_tokens, prepared.rows[train_idx], rng, validation)
 
+        for name in _TARGET_ATTRIBUTES & vars(self).keys():  # a refit on another kind of y must not keep them
+            delattr(self, name)
         for name, value in prepared.fitted.items():
             setattr(self, name, value)
         self.network_ = trainer.network

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.exceptions import DataConversionWarning
 
 
 @dataclass
@@ -35,7 +37,11 @@ def _is_label_collection(value) -> bool:
 def check_class_targets(y, n_samples: int) -> ClassTargets:
     """Parse ``y`` into classes and membership rows, with sklearn-style errors."""
     columns = getattr(y, "columns", None)
-    if columns is not None or (hasattr(y, "ndim") and y.ndim == 2):
+    if getattr(y, "ndim", 1) == 2 and np.shape(y)[1] == 1:
+        warnings.warn("A column-vector y was passed when a 1-D array was expected; it is read as one label per "
+                      "row. Use y.ravel() to silence this warning.", DataConversionWarning, stacklevel=4)
+        y, columns = np.asarray(y).ravel(), None
+    if columns is not None or getattr(y, "ndim", 1) == 2:
         indicator = np.asarray(y)
         if indicator.ndim != 2:
             raise ValueError(f"y must be 1-D labels or a 2-D indicator matrix; got shape {indicator.shape}.")
@@ -47,7 +53,11 @@ def check_class_targets(y, n_samples: int) -> ClassTargets:
     labels = list(y)
     _check_length(len(labels), n_samples)
     if labels and all(_is_label_collection(row) for row in labels):
-        classes = np.asarray(sorted({label for row in labels for label in row}, key=str))
+        distinct = {label for row in labels for label in row}
+        try:  # numbers in numeric order, as MultiLabelBinarizer and the single-label path give them
+            classes = np.asarray(sorted(distinct))
+        except TypeError:
+            classes = np.asarray(sorted(distinct, key=str))
         position = {label: i for i, label in enumerate(classes.tolist())}
         indicator = np.zeros((len(labels), len(classes)), dtype=np.float32)
         for i, row in enumerate(labels):

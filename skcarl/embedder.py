@@ -63,6 +63,11 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
     (1, 384)
     """
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = []  # always float32 embeddings, whatever the input
+        return tags
+
     def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, va_map=None, **carl_params):
         super().__init__(model_name_or_path, **carl_params)
         self.va_map = va_map

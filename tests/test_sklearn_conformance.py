@@ -14,11 +14,12 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 import torch
 from conftest import synthetic_affect
 from scipy.special import expit, softmax
 from scipy.stats import uniform
-from sklearn.base import clone
+from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -43,9 +44,6 @@ from sklearn.utils.estimator_checks import (
     check_set_params,
     check_valid_tag_types,
 )
-
-import sklearn
-from sklearn.base import is_classifier, is_regressor
 
 import skcarl
 from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
@@ -82,7 +80,8 @@ def targets_for(cls):
 def outputs(est, texts):
     """Everything an estimator computes from texts, as a tuple of arrays."""
     if isinstance(est, CARLClassifier):
-        return est.predict_proba(texts), est.decision_function(texts), est.predict(texts), est.transform(texts)
+        return (est.predict_proba(texts), est.decision_function(texts), est.predict(texts),
+                est.transform(texts))
     if isinstance(est, CARLRegressor):
         return est.predict(texts), est.transform(texts)
     return (est.transform(texts),)
@@ -263,13 +262,13 @@ def test_refit_same_seed_is_identical(fitted, tiny_bert):
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=ids)
-def test_bare_string_is_refused(cls, tiny_bert, fitted):
+def test_bare_string_is_refused(cls, tiny_bert, models):
     with pytest.raises(ValueError, match="string object received"):
         make(cls, tiny_bert).fit("i feel happy today", targets_for(cls)[:1])
-    if type(fitted) is cls:
-        method = "transform" if cls is CARLEmbedder else "predict"
-        with pytest.raises(ValueError, match="string object received"):
-            getattr(fitted, method)("i feel happy today")
+    for method in NOT_FITTED_METHODS[cls]:
+        if method not in ("get_feature_names_out", "score"):
+            with pytest.raises(ValueError, match="string object received"):
+                getattr(models[cls], method)("i feel happy today")
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=ids)
@@ -321,17 +320,7 @@ Y_NONE_MESSAGES = (
 )
 
 
-@pytest.mark.parametrize("cls", [
-    pytest.param(CARLEmbedder, marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: CARLEmbedder(...).fit(X, None) raises ValueError('y must be 1-D or 2-D (n_samples, n_outputs); "
-        "got shape ().'), a misleading message that sklearn's check_requires_y_none rejects"))),
-    pytest.param(CARLRegressor, marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: CARLRegressor(...).fit(X, None) raises ValueError('y must be 1-D or 2-D (n_samples, n_outputs); "
-        "got shape ().'), a misleading message that sklearn's check_requires_y_none rejects"))),
-    pytest.param(CARLClassifier, marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: CARLClassifier(...).fit(X, None) raises TypeError(\"'NoneType' object is not iterable\") from "
-        "skcarl/_targets.py check_class_targets (list(y)) instead of a ValueError"))),
-], ids=ids)
+@pytest.mark.parametrize("cls", [CARLEmbedder, CARLRegressor, CARLClassifier], ids=ids)
 def test_fit_without_y_is_a_clear_value_error(cls, tiny_bert):
     with pytest.raises(ValueError) as info:
         make(cls, tiny_bert).fit(X, None)
@@ -387,10 +376,6 @@ def test_method_signatures(cls, tiny_bert):
 
 
 @pytest.mark.parametrize("first, second", [("labels", "va"), ("va", "labels")])
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: CARLEmbedder keeps the attributes of the previous fit's kind of targets: after fit(X, labels) then "
-    "fit(X, va) it still has classes_ and va_map_; after fit(X, va) then fit(X, labels) it still has "
-    "n_outputs_ (_base.py _fit_carl only sets prepared.fitted, never deletes the others)"))
 def test_embedder_refit_forgets_the_previous_kind_of_targets(tiny_bert, first, second):
     targets = {"labels": LABELS, "va": VA}
     attributes = {"labels": {"classes_", "va_map_"}, "va": {"n_outputs_"}}
@@ -398,7 +383,8 @@ def test_embedder_refit_forgets_the_previous_kind_of_targets(tiny_bert, first, s
     assert all(hasattr(emb, a) for a in attributes[first])
     emb.fit(X, targets[second])
     assert all(hasattr(emb, a) for a in attributes[second])
-    assert not any(hasattr(emb, a) for a in attributes[first]), [a for a in attributes[first] if hasattr(emb, a)]
+    stale = [a for a in attributes[first] if hasattr(emb, a)]
+    assert not stale, stale
 
 
 SHUFFLED_INDEX = np.random.default_rng(0).permutation(np.arange(100, 100 + len(X)))
@@ -407,7 +393,8 @@ CONTAINERS = {
     "tuple": lambda texts: tuple(texts),
     "object_array": lambda texts: np.asarray(texts, dtype=object),
     "unicode_array": lambda texts: np.asarray(texts),
-    "series": lambda texts: pd.Series(texts, index=SHUFFLED_INDEX[: len(texts)]),  # the index must not reorder
+    # a shuffled index: the rows must come out in the Series' order, not sorted by index
+    "series": lambda texts: pd.Series(texts, index=SHUFFLED_INDEX[: len(texts)]),
 }
 
 
@@ -436,7 +423,7 @@ def test_fit_on_pandas_texts_and_targets(fitted, tiny_bert):
 
 def test_predict_on_every_text_container(fitted):
     expected = outputs(fitted, list(X))
-    for name, make_container in CONTAINERS.items():
+    for make_container in CONTAINERS.values():
         assert_same_outputs(outputs(fitted, make_container(X)), expected)
 
 
@@ -485,10 +472,8 @@ def test_warm_start_continues_from_fitted_network(fitted, tiny_bert):
     est = make(cls, tiny_bert, warm_start=True).fit(X, y)
     first = state_of(est.encoder_)
     assert same_state(first, cold)  # nothing to continue from: the first fit is a cold fit
-    network = est.network_
     est.fit(X, y)
     assert est.n_iter_ == 1 and len(est.loss_curve_) == 1
-    assert est.network_ is network  # trained in place, not rebuilt
     second = state_of(est.encoder_)
     assert not same_state(second, first)  # it trained again ...
     assert not same_state(second, cold)  # ... from the first fit's weights, not from the backbone
@@ -512,7 +497,7 @@ def test_warm_start_does_not_reload_the_backbone(fitted, tiny_bert):
 def test_warm_start_refuses_other_outputs(tiny_bert):
     clf = make(CARLClassifier, tiny_bert, warm_start=True).fit(X, LABELS)
     before = outputs(clf, X)
-    other = np.where(LABELS == "calmness", "sadness", LABELS)  # 3 classes instead of 4
+    other = np.where(LABELS == "calmness", "love", LABELS)  # as many classes, but not the same ones
     with pytest.raises(ValueError, match="warm_start"):
         clf.fit(X, other)
     assert list(clf.classes_) == sorted(CLASSES)
@@ -665,10 +650,6 @@ def test_classifier_multilabel(tiny_bert, fmt):
     np.testing.assert_array_equal(pred, (proba >= 0.5).astype(int))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: with a list of label lists, classes_ is sorted by str (skcarl/_targets.py: sorted(..., key=str)), "
-    "so integer classes come out as [1, 10, 2] where sklearn (MultiLabelBinarizer, np.unique for single-label "
-    "y) gives [1, 2, 10]"))
 def test_classifier_multilabel_label_lists_sort_classes_like_sklearn(tiny_bert):
     from sklearn.preprocessing import MultiLabelBinarizer
 
@@ -676,6 +657,15 @@ def test_classifier_multilabel_label_lists_sort_classes_like_sklearn(tiny_bert):
     va_map = {1: (0.2, 0.3), 2: (0.5, 0.5), 10: (0.9, 0.8)}
     clf = make(CARLClassifier, tiny_bert, va_map=va_map).fit(X, y)
     np.testing.assert_array_equal(clf.classes_, MultiLabelBinarizer().fit(y).classes_)  # [1, 2, 10]
+
+
+def test_classifier_multilabel_balanced_class_weight(tiny_bert):
+    indicator = _indicator()
+    y = pd.DataFrame(indicator, columns=CLASSES)
+    clf = make(CARLClassifier, tiny_bert, class_weight="balanced").fit(X, y)
+    expected = len(X) / (len(CLASSES) * indicator.sum(0))  # n_samples / (n_classes * positives of each class)
+    assert not np.allclose(expected, 1.0)
+    np.testing.assert_allclose(clf.class_weight_, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("fmt", ["numpy", "dataframe"])
@@ -749,7 +739,8 @@ def test_grid_search_over_carl_and_head_parameters(tiny_bert, n_jobs):
     # torch in every fold's process must not oversubscribe the cores: loky caps each worker's threads
     cpus = os.cpu_count()
     for split in range(2):
-        assert (results[f"split{split}_test_threads"] * n_jobs <= cpus).all(), results[f"split{split}_test_threads"]
+        threads = results[f"split{split}_test_threads"]
+        assert (threads * n_jobs <= cpus).all(), threads
     threads = joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(_worker_threads)() for _ in range(n_jobs))
     assert all(t * n_jobs <= cpus for t in threads), threads
 
@@ -757,8 +748,8 @@ def test_grid_search_over_carl_and_head_parameters(tiny_bert, n_jobs):
 def test_grid_search_gives_the_same_scores_with_one_or_two_jobs(tiny_bert):
     pipe = Pipeline([("emb", make(CARLEmbedder, tiny_bert)), ("ridge", Ridge())])
     grid = {"emb__temperature": [0.05, 0.1], "ridge__alpha": [1.0]}
-    scores = [GridSearchCV(pipe, grid, cv=2, n_jobs=n, error_score="raise").fit(X, VA).cv_results_["mean_test_score"]
-              for n in (1, 2)]
+    scores = [GridSearchCV(pipe, grid, cv=2, n_jobs=n, error_score="raise").fit(X, VA)
+              .cv_results_["mean_test_score"] for n in (1, 2)]
     # folds are seeded: only the thread count differs between the two runs
     np.testing.assert_allclose(scores[0], scores[1], rtol=1e-3, atol=1e-3)
 
@@ -788,7 +779,8 @@ def test_cross_val_score_and_cross_validate(cls, tiny_bert):
     if cls is CARLClassifier:
         assert ((0 <= scores) & (scores <= 1)).all()
 
-    result = cross_validate(est, X, y, cv=2, return_estimator=True, return_train_score=True, error_score="raise")
+    result = cross_validate(est, X, y, cv=2, return_estimator=True, return_train_score=True,
+                            error_score="raise")
     assert {"fit_time", "score_time", "test_score", "train_score", "estimator"} <= set(result)
     np.testing.assert_allclose(result["test_score"], scores, rtol=1e-12)
     for fold_est in result["estimator"]:
@@ -855,7 +847,8 @@ def _joblib_mmap_roundtrip(est):
         return joblib.load(path, mmap_mode="r")  # arrays come back as read-only memory maps
 
 
-@pytest.mark.parametrize("load", [_pickle_roundtrip, _joblib_roundtrip, _joblib_mmap_roundtrip, copy.deepcopy],
+@pytest.mark.parametrize("load", [_pickle_roundtrip, _joblib_roundtrip, _joblib_mmap_roundtrip,
+                                  copy.deepcopy],
                          ids=["pickle", "joblib", "joblib_mmap", "deepcopy"])
 def test_persistence_roundtrip_identical(fitted, load):
     expected = outputs(fitted, X)
@@ -917,7 +910,8 @@ def test_pickled_state_holds_no_training_machinery(fitted):
     assert len(pickle.dumps(fitted)) < 1.5 * parameter_bytes + 2_000_000  # + tokenizer and small attributes
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a CUDA-trained model on a machine without CUDA")
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason="simulates a CUDA-trained model on a machine without CUDA")
 def test_model_trained_on_cuda_loads_on_cpu(fitted):
     expected = outputs(fitted, X)
     est = roundtrip(fitted)

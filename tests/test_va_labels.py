@@ -24,7 +24,8 @@ def test_default_table_covers_goemotions_and_ekman_on_the_unit_square():
 
 def test_default_map_matches_names_loosely_and_lists_unknown_labels():
     raw, scaled, low, high = class_anchor_points(["Joy", " anger ", "SADNESS"], None, None, RNG)
-    np.testing.assert_array_equal(raw, [DEFAULT_VA_TABLE["joy"], DEFAULT_VA_TABLE["anger"], DEFAULT_VA_TABLE["sadness"]])
+    table = DEFAULT_VA_TABLE
+    np.testing.assert_array_equal(raw, [table["joy"], table["anger"], table["sadness"]])
     np.testing.assert_allclose(scaled, raw, rtol=1e-6)  # the table is already on [0, 1]
     with pytest.raises(ValueError, match=r"\['happyish', 'meh'\] are not in skcarl's default"):
         class_anchor_points(["joy", "happyish", "meh"], None, None, RNG)
@@ -67,7 +68,8 @@ def test_learned_anchors_move_and_stay_in_the_unit_square(tiny_bert):
     learned = CARLEmbedder(tiny_bert, batch_size=8, max_epochs=2, queue_size=8, random_state=0, va_map="learn",
                            head_learning_rate=5e-2).fit(X, labels)
     assert fixed.va_map_ == {c: DEFAULT_VA_TABLE[c] for c in fixed.classes_}
-    moved = np.array([learned.va_map_[c] for c in learned.classes_]) - np.array([fixed.va_map_[c] for c in fixed.classes_])
+    moved = (np.array([learned.va_map_[c] for c in learned.classes_])
+             - np.array([fixed.va_map_[c] for c in fixed.classes_]))
     assert np.abs(moved).max() > 1e-3
     assert all(0 <= v <= 1 for point in learned.va_map_.values() for v in point)
 
@@ -102,3 +104,12 @@ def test_documented_table_is_the_table_in_the_code():
     doc = (Path(__file__).parents[1] / "docs" / "va_labels.md").read_text()
     rows = re.findall(r"^\| ([a-z ]+) \| ([0-9.]+) \| ([0-9.]+) \|", doc, flags=re.M)
     assert {name: (float(v), float(a)) for name, v, a in rows} == DEFAULT_VA_TABLE
+
+
+def test_column_vector_of_labels_is_read_as_one_label_per_row():
+    from sklearn.exceptions import DataConversionWarning
+
+    with pytest.warns(DataConversionWarning, match="column-vector y"):
+        targets = check_class_targets(np.array([["joy"], ["anger"], ["joy"]]), 3)
+    assert not targets.multilabel and targets.classes.tolist() == ["anger", "joy"]
+    assert targets.indices.tolist() == [1, 0, 1]
