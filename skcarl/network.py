@@ -16,6 +16,18 @@ class CARLNetwork(nn.Module):
     ``project`` gives the normalised contrastive query q = normalize(g(pool(f(x))));
     ``detect`` gives one perturbed-or-not logit per token; ``task_head`` (regressor and classifier only)
     reads the pooled sentence vector.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from transformers import BertConfig, BertModel
+    >>> encoder = BertModel(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+    ...                                intermediate_size=16))
+    >>> from skcarl.network import CARLNetwork
+    >>> network = CARLNetwork(encoder, projection_dim=4, n_task_outputs=2)
+    >>> ids, mask = torch.tensor([[2, 7, 8, 3]]), torch.ones(1, 4, dtype=torch.bool)
+    >>> network.embed_sentences(ids, mask).shape, network.query(ids, mask).shape
+    (torch.Size([1, 8]), torch.Size([1, 4]))
     """
 
     def __init__(self, encoder: nn.Module, projection_dim: int = 128, pooling: str = "mean", n_task_outputs: int = 0):

@@ -20,6 +20,16 @@ def token_saliency(grad: torch.Tensor, embeds: torch.Tensor, mode: str = "grad_n
 
     ``"grad_norm"``: a_it = ‖∂L/∂E_it‖₂. ``"grad_x_input"``: a_it = |⟨∂L/∂E_it, E_it⟩|, the first-order
     change of the loss if the token were removed (Simonyan et al. 2014; Shrikumar et al. 2017).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcarl.perturbation import token_saliency
+    >>> grad = torch.tensor([[[3.0, 4.0], [0.0, 1.0]]])              # one sentence, two tokens
+    >>> token_saliency(grad, torch.ones(1, 2, 2), "grad_norm")
+    tensor([[5., 1.]])
+    >>> token_saliency(grad, torch.ones(1, 2, 2), "grad_x_input")
+    tensor([[7., 1.]])
     """
     grad = grad.float()
     if mode == "grad_norm":
@@ -44,6 +54,15 @@ def select_tokens(scores: torch.Tensor, eligible: torch.Tensor, ratio: float) ->
     Returns
     -------
     (B, T) bool tensor, True at the chosen tokens.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcarl.perturbation import select_tokens
+    >>> scores = torch.tensor([[9.0, 0.2, 0.9, 0.5, 9.0]])          # [CLS] w1 w2 w3 [SEP]
+    >>> real = torch.tensor([[False, True, True, True, False]])
+    >>> select_tokens(scores, real, ratio=0.15)                      # ceil(0.15 * 3) = 1 token
+    tensor([[False, False,  True, False, False]])
     """
     eligible = eligible.bool()
     n_real = eligible.sum(1)
@@ -78,6 +97,19 @@ class TokenPerturber:
         Token counts in the training corpus (needed for ``"unigram"``).
     eps : float
         ε for ``"adversarial"``, relative to the mean embedding norm.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcarl.perturbation import TokenPerturber
+    >>> perturber = TokenPerturber("mask", vocab_size=10, special_ids=[0, 1, 2, 3], mask_id=3)
+    >>> ids = torch.tensor([[1, 5, 6, 2]])
+    >>> perturber.replace_ids(ids, torch.tensor([[False, True, False, False]]))
+    tensor([[1, 3, 6, 2]])
+    >>> _ = torch.manual_seed(0)
+    >>> new = TokenPerturber("random", 10, [0, 1, 2, 3]).replace_ids(ids, torch.tensor([[False, True, True, False]]))
+    >>> bool((new[0, 1:3] != ids[0, 1:3]).all() and (new[0, 1:3] > 3).all())
+    True
     """
 
     def __init__(self, kind, vocab_size, special_ids, mask_id=None, unigram_counts=None, eps=1.0):

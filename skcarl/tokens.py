@@ -10,7 +10,15 @@ import torch
 
 @dataclass
 class TokenizedTexts:
-    """Token ids of every text, unpadded, with the positions of special tokens."""
+    """Token ids of every text, unpadded, with the positions of special tokens.
+
+    Examples
+    --------
+    >>> from skcarl.tokens import TokenizedTexts
+    >>> tokens = TokenizedTexts([[2, 7, 3], [2, 8, 9, 3]], [[1, 0, 1], [1, 0, 0, 1]], n_truncated=0)
+    >>> tokens.lengths.tolist(), len(tokens.subset([1]))
+    ([3, 4], 1)
+    """
 
     input_ids: list
     special_tokens_mask: list
@@ -29,7 +37,17 @@ class TokenizedTexts:
 
 
 def tokenize(tokenizer, texts, max_length: int) -> TokenizedTexts:
-    """Tokenise ``texts`` with truncation at ``max_length``, counting the texts that were cut."""
+    """Tokenise ``texts`` with truncation at ``max_length``, counting the texts that were cut.
+
+    Examples
+    --------
+    >>> from transformers import BertTokenizer
+    >>> from skcarl.tokens import tokenize
+    >>> vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "i", "feel", "happy"])}
+    >>> tokens = tokenize(BertTokenizer(vocab=vocab), ["i feel happy", "happy " * 9], max_length=6)
+    >>> tokens.input_ids[0], tokens.n_truncated
+    ([2, 4, 5, 6, 3], 1)
+    """
     full = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     n_truncated = sum(len(ids) > max_length for ids in full)
     encoded = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length,
@@ -41,6 +59,14 @@ def pad_batch(tokens: TokenizedTexts, indices, pad_id: int, device) -> dict:
     """Right-pad the texts at ``indices`` to the longest of them; tensors on ``device``.
 
     Returns ``input_ids``, ``attention_mask`` and ``real_tokens`` (neither padding nor special).
+
+    Examples
+    --------
+    >>> from skcarl.tokens import TokenizedTexts, pad_batch
+    >>> tokens = TokenizedTexts([[2, 7, 3], [2, 8, 9, 3]], [[1, 0, 1], [1, 0, 0, 1]], n_truncated=0)
+    >>> batch = pad_batch(tokens, [0, 1], pad_id=0, device="cpu")
+    >>> batch["input_ids"].tolist(), batch["real_tokens"].sum().item()
+    ([[2, 7, 3, 0], [2, 8, 9, 3]], 3)
     """
     rows = [tokens.input_ids[i] for i in indices]
     width = max(len(r) for r in rows)
@@ -60,13 +86,29 @@ def pad_batch(tokens: TokenizedTexts, indices, pad_id: int, device) -> dict:
 
 
 def length_sorted_batches(lengths: np.ndarray, batch_size: int):
-    """Index batches of similar length (longest first), so that dynamic padding wastes little."""
+    """Index batches of similar length (longest first), so that dynamic padding wastes little.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcarl.tokens import length_sorted_batches
+    >>> [b.tolist() for b in length_sorted_batches(np.array([5, 30, 6, 29]), batch_size=2)]
+    [[1, 3], [2, 0]]
+    """
     order = np.argsort(-lengths, kind="stable")
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def unigram_counts(tokens: TokenizedTexts, vocab_size: int) -> torch.Tensor:
-    """How often each token id occurs in the corpus, special tokens excluded."""
+    """How often each token id occurs in the corpus, special tokens excluded.
+
+    Examples
+    --------
+    >>> from skcarl.tokens import TokenizedTexts, unigram_counts
+    >>> tokens = TokenizedTexts([[2, 7, 3], [2, 7, 8, 3]], [[1, 0, 1], [1, 0, 0, 1]], n_truncated=0)
+    >>> unigram_counts(tokens, vocab_size=10).tolist()
+    [0, 0, 0, 0, 0, 0, 0, 2, 1, 0]
+    """
     counts = np.zeros(vocab_size, dtype=np.int64)
     for ids, special in zip(tokens.input_ids, tokens.special_tokens_mask):
         ids = np.asarray(ids)[~np.asarray(special, dtype=bool)]

@@ -30,7 +30,16 @@ from .va_labels import ContinuousLabels
 
 
 def resolve_device(device) -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist."""
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist.
+
+    Examples
+    --------
+    >>> from skcarl.training import resolve_device
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("auto").type in {"cuda", "mps", "cpu"}
+    True
+    """
     if device is None or device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -51,7 +60,15 @@ def resolve_device(device) -> torch.device:
 
 
 class MixedPrecision:
-    """autocast + (for float16 only) a gradient scaler; a no-op off CUDA or when disabled."""
+    """autocast + (for float16 only) a gradient scaler; a no-op off CUDA or when disabled.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcarl.training import MixedPrecision
+    >>> MixedPrecision(torch.device("cpu"), enabled=True).enabled     # mixed precision is for CUDA only
+    False
+    """
 
     def __init__(self, device: torch.device, enabled: bool):
         self.enabled = bool(enabled) and device.type == "cuda"
@@ -84,7 +101,14 @@ class MixedPrecision:
 
 @dataclass
 class TrainingConfig:
-    """The estimator's training parameters, validated, as the trainer reads them."""
+    """The estimator's training parameters, validated, as the trainer reads them.
+
+    Examples
+    --------
+    >>> from skcarl.training import TrainingConfig
+    >>> TrainingConfig(max_epochs=1).queue_size
+    1024
+    """
 
     contrastive_loss: str = "soft_infonce"
     temperature: float = 0.05
@@ -121,6 +145,15 @@ class SupervisedTask:
 
     ``targets`` holds one row per training text (indexed like the texts); the head reads the pooled sentence
     vector s, the representation ``transform`` returns before normalisation.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.nn.functional import mse_loss
+    >>> from skcarl.training import SupervisedTask
+    >>> task = SupervisedTask(mse_loss, targets=torch.zeros(4, 2), weight=0.5)
+    >>> float(task.loss(torch.ones(4, 2), task.targets[:4]))
+    1.0
     """
 
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -166,6 +199,28 @@ class CARLTrainer:
         Maps a text's label row (what the queue stores) to its point in the [0, 1] label space that L_cont
         compares: the identity for continuous labels (the default), the VA anchors of its classes for class
         labels.
+
+    Examples
+    --------
+    One training step on a two-sentence batch with a tiny random encoder:
+
+    >>> import torch
+    >>> from transformers import BertConfig, BertModel
+    >>> encoder = BertModel(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+    ...                                intermediate_size=16))
+    >>> from skcarl.network import CARLNetwork
+    >>> from skcarl.perturbation import TokenPerturber
+    >>> from skcarl.training import CARLTrainer, TrainingConfig
+    >>> _ = torch.manual_seed(0)
+    >>> trainer = CARLTrainer(CARLNetwork(encoder, projection_dim=4), TrainingConfig(queue_size=4, batch_size=2),
+    ...                       torch.device("cpu"), TokenPerturber("random", 30, [0, 1, 2, 3]),
+    ...                       label_dim=2, steps_per_epoch=1, pad_id=0)
+    >>> batch = {"input_ids": torch.tensor([[2, 7, 8, 3], [2, 9, 3, 0]]),
+    ...          "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]).bool(),
+    ...          "real_tokens": torch.tensor([[0, 1, 1, 0], [0, 1, 0, 0]]).bool()}
+    >>> losses = trainer.training_step(batch, torch.tensor([[0.9, 0.8], [0.1, 0.2]]))
+    >>> sorted(losses), len(trainer.queue)
+    (['contrastive_loss', 'detection_loss', 'loss'], 2)
     """
 
     def __init__(self, network, config: TrainingConfig, device: torch.device, perturber: TokenPerturber | None,

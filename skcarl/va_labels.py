@@ -20,6 +20,18 @@ def resolve_va_range(y: np.ndarray, va_range) -> tuple[np.ndarray, np.ndarray]:
 
     ``va_range=None`` takes the training minimum and maximum; ``(low, high)`` applies to every column;
     an array of shape (n_columns, 2) gives one range per column.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcarl.va_labels import resolve_va_range, scale_labels
+    >>> y = np.array([[2.0, 7.0], [4.0, 3.0]])
+    >>> low, high = resolve_va_range(y, (1, 9))
+    >>> scale_labels(y, low, high)
+    array([[0.125, 0.75 ],
+           [0.375, 0.25 ]], dtype=float32)
+    >>> resolve_va_range(y, None)                                   # the training minimum and maximum
+    (array([2., 3.]), array([4., 7.]))
     """
     if va_range is None:
         return y.min(axis=0).astype(np.float64), y.max(axis=0).astype(np.float64)
@@ -45,7 +57,15 @@ def resolve_va_range(y: np.ndarray, va_range) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scale_labels(y: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Map every column to [0, 1]; a constant column (high == low) maps to 0."""
+    """Map every column to [0, 1]; a constant column (high == low) maps to 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcarl.va_labels import scale_labels
+    >>> scale_labels(np.array([[1.0], [5.0], [9.0]]), np.array([1.0]), np.array([9.0])).ravel()
+    array([0. , 0.5, 1. ], dtype=float32)
+    """
     span = np.where(high > low, high - low, 1.0)
     return ((y - low) / span).astype(np.float32)
 
@@ -56,6 +76,14 @@ def auto_label_temperature(y_scaled: np.ndarray, rng: np.random.Generator) -> fl
     Labels are narrow in real corpora (EmoBank, min-max scaled: median distance ≈ 0.15), so a fixed τ_y
     that suits one corpus gives nearly flat targets on another. When more than half the pairs tie at
     distance 0 (few distinct labels), the median over distinct pairs is used instead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcarl.va_labels import auto_label_temperature
+    >>> y = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0]])           # pairwise distances 1, 1, 1.414
+    >>> round(auto_label_temperature(y, np.random.default_rng(0)), 3)  # 0.14 x median
+    0.14
     """
     if len(y_scaled) > _MAX_LABELS_FOR_MEDIAN:
         y_scaled = y_scaled[rng.choice(len(y_scaled), _MAX_LABELS_FOR_MEDIAN, replace=False)]
@@ -72,7 +100,15 @@ def auto_label_temperature(y_scaled: np.ndarray, rng: np.random.Generator) -> fl
 
 # ---------------------------------------------------------------------- label rows → points of the label space
 class ContinuousLabels(nn.Module):
-    """Continuous labels are their own points: the rows the queue stores are the scaled labels."""
+    """Continuous labels are their own points: the rows the queue stores are the scaled labels.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcarl.va_labels import ContinuousLabels
+    >>> ContinuousLabels()(torch.tensor([[0.2, 0.9]]))
+    tensor([[0.2000, 0.9000]])
+    """
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         return rows
@@ -95,6 +131,15 @@ class ClassAnchors(nn.Module):
     learn : bool
         Make the anchors trainable parameters; they move with the gradient of L_cont and are kept inside
         [0, 1] after every step.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcarl.va_labels import ClassAnchors
+    >>> anchors = ClassAnchors(torch.tensor([[0.98, 0.82], [0.05, 0.29]]))   # joy, sadness
+    >>> anchors(torch.tensor([[1.0, 0.0], [0.5, 0.5]]))                     # a joy text; a joy+sadness text
+    tensor([[0.9800, 0.8200],
+            [0.5150, 0.5550]])
     """
 
     def __init__(self, anchors: torch.Tensor, learn: bool = False):
@@ -113,7 +158,14 @@ class ClassAnchors(nn.Module):
 
 # ---------------------------------------------------------------------- the default table and user maps
 def normalize_label_name(label) -> str:
-    """How class names are matched against the default table: trimmed, lower case, '_' and '-' as spaces."""
+    """How class names are matched against the default table: trimmed, lower case, '_' and '-' as spaces.
+
+    Examples
+    --------
+    >>> from skcarl.va_labels import normalize_label_name
+    >>> normalize_label_name("  Joy "), normalize_label_name("Anti_Cipation")
+    ('joy', 'anti cipation')
+    """
     return str(label).strip().lower().replace("_", " ").replace("-", " ")
 
 
@@ -141,6 +193,17 @@ def class_anchor_points(classes, va_map, va_range, rng: np.random.Generator):
         The points mapped to [0, 1].
     low, high : ndarray
         The scale used.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcarl.va_labels import class_anchor_points
+    >>> raw, scaled, low, high = class_anchor_points(["joy", "sadness"], None, None, np.random.default_rng(0))
+    >>> raw.tolist()                                                  # NRC VAD Lexicon (valence, arousal)
+    [[0.98, 0.824], [0.052, 0.288]]
+    >>> _, scaled, _, _ = class_anchor_points(["up", "down"], {"up": (9, 9), "down": (1, 1)}, (1, 9), None)
+    >>> scaled.tolist()
+    [[1.0, 1.0], [0.0, 0.0]]
     """
     if isinstance(va_map, dict):
         missing = [c for c in classes if c not in va_map]

@@ -18,7 +18,14 @@ CONTRASTIVE_LOSSES = {
 
 
 def make_contrastive_loss(name, temperature, label_temperature):
-    """Build the contrastive loss called ``name`` (a key of :data:`CONTRASTIVE_LOSSES`)."""
+    """Build the contrastive loss called ``name`` (a key of :data:`CONTRASTIVE_LOSSES`).
+
+    Examples
+    --------
+    >>> from skcarl.losses import make_contrastive_loss
+    >>> make_contrastive_loss("rank_n_contrast", temperature=0.05, label_temperature=0.02)
+    RankNContrastLoss()
+    """
     return CONTRASTIVE_LOSSES[name](temperature=temperature, label_temperature=label_temperature)
 
 

@@ -17,6 +17,16 @@ class TokenDetectionLoss(nn.Module):
     of sentence i was replaced, and :math:`R` holds the real tokens: neither padding nor special tokens
     (those are never perturbed, so they would only teach the head to read positions). It is ELECTRA's
     replaced-token-detection objective (Clark et al., 2020) with saliency-chosen replacements.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcarl.losses import TokenDetectionLoss
+    >>> logits = torch.tensor([[9.0, -9.0, -9.0, 100.0]])           # the last position is padding
+    >>> perturbed = torch.tensor([[True, False, False, False]])
+    >>> real = torch.tensor([[True, True, True, False]])
+    >>> round(float(TokenDetectionLoss()(logits, perturbed, real)), 4)
+    0.0001
     """
 
     def forward(self, logits: torch.Tensor, perturbed: torch.Tensor, real_tokens: torch.Tensor):

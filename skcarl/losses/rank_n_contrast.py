@@ -22,6 +22,17 @@ class RankNContrastLoss(nn.Module):
 
     The denominators are computed in O(B·N log N) by sorting the candidates of each query from far to
     near and taking a running log-sum-exp, instead of materialising the (B, N, N) mask.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcarl.losses import RankNContrastLoss
+    >>> loss = RankNContrastLoss(temperature=0.1)
+    >>> labels = torch.tensor([[0.0], [0.5], [1.0]])               # one label dimension
+    >>> ordered = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.7, 0.7], [0.0, 1.0]]), dim=1)
+    >>> shuffled = ordered[[0, 2, 1]]                               # similarity no longer follows the labels
+    >>> bool(loss(ordered, ordered, labels, labels) < loss(ordered, shuffled, labels, labels))
+    True
     """
 
     def __init__(self, temperature: float = 0.05, label_temperature: float | None = None):

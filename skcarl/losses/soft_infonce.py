@@ -31,6 +31,21 @@ class SoftInfoNCELoss(nn.Module):
         :math:`\tau`, the similarity temperature.
     label_temperature : float
         :math:`\tau_y`, in the units of the scaled labels; smaller means sharper targets.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.nn.functional import normalize
+    >>> from skcarl.losses import SoftInfoNCELoss
+    >>> loss = SoftInfoNCELoss(temperature=0.1, label_temperature=0.05)
+    >>> labels = torch.tensor([[0.9, 0.8], [0.1, 0.2]])          # VA points of two texts
+    >>> keys = normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
+    >>> aligned = loss(keys.clone(), keys, labels, labels)         # each query on its own key
+    >>> swapped = loss(keys.flip(0), keys, labels, labels)         # each query on the other's key
+    >>> bool(aligned < swapped)
+    True
+    >>> loss.soft_targets(labels, labels).sum(1)
+    tensor([1., 1.])
     """
 
     def __init__(self, temperature: float = 0.05, label_temperature: float = 0.02):

@@ -21,6 +21,16 @@ class WeightedSupConLoss(nn.Module):
     fully, those beyond 2σ hardly at all. σ is the ``label_temperature`` of the estimator.
     Queries and keys come from different encoders (MoCo style), so no self-pair is excluded: the query's
     own key is its strongest positive.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcarl.losses import WeightedSupConLoss
+    >>> loss = WeightedSupConLoss(temperature=0.1, label_temperature=0.05)
+    >>> labels = torch.tensor([[0.9, 0.8], [0.1, 0.2]])
+    >>> keys = torch.eye(2)
+    >>> bool(loss(keys.clone(), keys, labels, labels) < loss(keys.flip(0), keys, labels, labels))
+    True
     """
 
     def __init__(self, temperature: float = 0.05, label_temperature: float = 0.02):
