@@ -367,6 +367,69 @@ class _CARLBase(BaseEstimator):
         _warn_truncated(n_truncated, len(texts), self.max_length)
         return outputs
 
+    def explain(self, texts, target=None, **kwargs):
+        """Per-word saliency ‖∂f/∂E_t‖₂ of the model's output on ``texts``, the signal CARL trains with.
+
+        f is each predicted target (regressor), the logit of the predicted or named class (classifier), or
+        the whole embedding (embedder, by seeded random projections). See :func:`skcarl.explain.explain`
+        for the parameters and the columns of the table.
+
+        Parameters
+        ----------
+        texts : sequence of str
+        target : None, int, str or class label, default=None
+        **kwargs
+            ``n_projections`` and ``random_state`` (embedder only).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``text_id``, ``word_id``, ``word``, ``saliency``, ``saliency_share``, ``target``.
+
+        Examples
+        --------
+        >>> from skcarl import CARLRegressor
+        >>> reg = CARLRegressor(va_range=(1, 9), max_epochs=1).fit(texts, va)  # doctest: +SKIP
+        >>> reg.explain(["What a wonderful day"], target=0).word.tolist()  # doctest: +SKIP
+        ['What', 'a', 'wonderful', 'day']
+        """
+        from .explain import explain
+
+        return explain(self, texts, target, **kwargs)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path, metadata=None):
+        """Save the fitted estimator to a folder that :func:`skcarl.load` reads back without pickle.
+
+        The folder holds ``config.json`` (parameters, fitted attributes, versions, ``metadata``),
+        ``encoder_config.json``, ``model.safetensors`` (all network weights) and ``tokenizer/``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The folder to write (created if needed). An existing folder must be empty or hold a saved
+            skcarl model, which is replaced.
+        metadata : dict or None, default=None
+            JSON-like information to keep with the model; ``metadata_`` after loading.
+
+        Returns
+        -------
+        pathlib.Path
+            The folder written.
+
+        Examples
+        --------
+        >>> import skcarl
+        >>> emb = skcarl.CARLEmbedder(max_epochs=1).fit(texts, va)  # doctest: +SKIP
+        >>> emb.save("my-model", metadata={"text_col": "text"})  # doctest: +SKIP
+        PosixPath('my-model')
+        >>> skcarl.load("my-model").transform(["Hello"]).shape  # doctest: +SKIP
+        (1, 384)
+        """
+        from .io import save
+
+        return save(self, path, metadata=metadata)
+
     # ------------------------------------------------------------------ pickling (skorch-style)
     def __getstate__(self):
         state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself

@@ -30,7 +30,7 @@ CARL_PARAMETERS = """\
         the same sentences. ``0`` uses the batch keys alone.
     saliency : {"grad_norm", "grad_x_input"}, default="grad_norm"
         Token saliency from the gradient of L_cont at the input embeddings: ‖∂L/∂E_t‖₂ or
-        |⟨∂L/∂E_t, E_t⟩|. It comes from the backward pass that also gives L_cont's parameter gradients.
+        ``|⟨∂L/∂E_t, E_t⟩|``. It comes from the backward pass that also gives L_cont's parameter gradients.
     token_selection : {"saliency", "random"}, default="saliency"
         How the perturbed tokens are chosen; ``"random"`` is the ablation without saliency.
     perturbation : {"random", "unigram", "mask", "adversarial"} or None, default="random"
