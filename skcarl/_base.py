@@ -26,7 +26,7 @@ from .losses import CONTRASTIVE_LOSSES
 from .network import CARLNetwork
 from .perturbation import PERTURBATIONS, SALIENCY_MODES, TOKEN_SELECTIONS, TokenPerturber
 from .tokens import tokenize, unigram_counts
-from .training import CARLTrainer, SupervisedTask, TrainingConfig, resolve_device
+from .training import SALIENCY_REFRESHES, CARLTrainer, SupervisedTask, TrainingConfig, resolve_device
 from .va_labels import (
     ClassAnchors,
     ContinuousLabels,
@@ -99,6 +99,7 @@ class _CARLBase(BaseEstimator):
         queue_size=1024,
         saliency="grad_norm",
         token_selection="saliency",
+        saliency_refresh="step",
         perturbation="random",
         perturb_ratio=0.15,
         perturb_eps=1.0,
@@ -113,6 +114,7 @@ class _CARLBase(BaseEstimator):
         max_length=128,
         device="auto",
         use_amp=True,
+        compile=False,
         validation_fraction=None,
         n_iter_no_change=2,
         warm_start=False,
@@ -130,6 +132,7 @@ class _CARLBase(BaseEstimator):
         self.queue_size = queue_size
         self.saliency = saliency
         self.token_selection = token_selection
+        self.saliency_refresh = saliency_refresh
         self.perturbation = perturbation
         self.perturb_ratio = perturb_ratio
         self.perturb_eps = perturb_eps
@@ -144,6 +147,7 @@ class _CARLBase(BaseEstimator):
         self.max_length = max_length
         self.device = device
         self.use_amp = use_amp
+        self.compile = compile
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.warm_start = warm_start
@@ -178,9 +182,14 @@ class _CARLBase(BaseEstimator):
         check.number("queue_size", 0, integer=True)
         check.option("saliency", SALIENCY_MODES)
         check.option("token_selection", TOKEN_SELECTIONS)
+        check.option("saliency_refresh", SALIENCY_REFRESHES)
         check.option("perturbation", PERTURBATIONS + (None,))
         check.number("perturb_ratio", 0, 1, low_open=True)
         check.number("perturb_eps", 0, low_open=True)
+        if self.saliency_refresh == "cached" and self.perturbation == "adversarial" and self.detection_weight:
+            raise ValueError("saliency_refresh='cached' cannot be combined with perturbation='adversarial': the "
+                             "adversarial shift needs this step's gradient. Use saliency_refresh='step' or a "
+                             "discrete perturbation ('random', 'unigram', 'mask').")
         check.number("detection_weight", 0)
         check.number("learning_rate", 0, low_open=True)
         check.number("head_learning_rate", 0, low_open=True)
@@ -191,6 +200,7 @@ class _CARLBase(BaseEstimator):
         check.number("max_epochs", 1, integer=True)
         check.number("max_length", 2, integer=True)
         check.boolean("use_amp")
+        check.boolean("compile")
         check.number("validation_fraction", 0, 1, low_open=True, high_open=True, none=True)
         check.number("n_iter_no_change", 1, integer=True)
         check.number("verbose", 0, integer=True)
@@ -247,6 +257,8 @@ class _CARLBase(BaseEstimator):
             torch.manual_seed(seed)
             prepared = self._prepare_targets(y, len(texts), rng)
             tokenizer, network = self._initial_network(prepared.n_task_outputs)
+            if self.compile:
+                network.compile_encoder()
             if self.perturbation == "mask" and self.detection_weight > 0 and tokenizer.mask_token_id is None:
                 raise ValueError("perturbation='mask' needs a tokenizer with a mask token; this backbone has "
                                  "none. Use perturbation='random'.")
@@ -329,7 +341,8 @@ class _CARLBase(BaseEstimator):
         return TrainingConfig(
             contrastive_loss=self.contrastive_loss, temperature=self.temperature,
             label_temperature=label_temperature, momentum=self.momentum, queue_size=queue_size,
-            saliency=self.saliency, token_selection=self.token_selection, perturb_ratio=self.perturb_ratio,
+            saliency=self.saliency, token_selection=self.token_selection, saliency_refresh=self.saliency_refresh,
+            perturb_ratio=self.perturb_ratio,
             detection_weight=self.detection_weight, learning_rate=self.learning_rate,
             head_learning_rate=self.head_learning_rate, weight_decay=self.weight_decay,
             warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm, batch_size=self.batch_size,
@@ -348,22 +361,29 @@ class _CARLBase(BaseEstimator):
         )
 
     # ------------------------------------------------------------------ inference
+    def _fitted_network(self):
+        """``network_``, compiled again when asked for (the compiled function is never pickled)."""
+        check_is_fitted(self, "network_")
+        if getattr(self, "compile", False):
+            self.network_.compile_encoder()
+        return self.network_
+
     def _embed(self, X) -> np.ndarray:
         """L2-normalised sentence embeddings (n, hidden) in the input order."""
-        check_is_fitted(self, "network_")
+        network = self._fitted_network()
         texts = check_texts(X)
-        embeddings, n_truncated = embed_texts(self.network_, self.tokenizer_, texts, max_length=self.max_length,
+        embeddings, n_truncated = embed_texts(network, self.tokenizer_, texts, max_length=self.max_length,
                                               batch_size=self.batch_size, device=self.device_)
         _warn_truncated(n_truncated, len(texts), self.max_length)
         return embeddings
 
     def _task_outputs(self, X) -> np.ndarray:
         """Raw outputs of the prediction head (n, n_task_outputs), in the input order."""
-        check_is_fitted(self, "network_")
+        network = self._fitted_network()
         texts = check_texts(X)
-        outputs, n_truncated = map_texts(self.network_.predict_outputs, self.network_.task_head.out_features,
+        outputs, n_truncated = map_texts(network.predict_outputs, network.task_head.out_features,
                                          self.tokenizer_, texts, max_length=self.max_length,
-                                         batch_size=self.batch_size, device=self.device_, network=self.network_)
+                                         batch_size=self.batch_size, device=self.device_, network=network)
         _warn_truncated(n_truncated, len(texts), self.max_length)
         return outputs
 

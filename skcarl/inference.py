@@ -6,6 +6,10 @@ import numpy as np
 
 from .tokens import length_sorted_batches, pad_batch, tokenize
 
+# Texts tokenised at once by transform/predict: large enough that sorting them by length leaves little
+# padding, small enough that their token ids take a few MB.
+CHUNK_SIZE = 8192
+
 
 def embed_texts(network, tokenizer, texts, *, max_length: int, batch_size: int, device):
     """Embed ``texts`` in length-sorted batches; returns ``(embeddings in input order, n_truncated)``.
@@ -25,9 +29,13 @@ def embed_texts(network, tokenizer, texts, *, max_length: int, batch_size: int, 
                      max_length=max_length, batch_size=batch_size, device=device, network=network)
 
 
-def map_texts(fn, width, tokenizer, texts, *, max_length, batch_size, device, network):
+def map_texts(fn, width, tokenizer, texts, *, max_length, batch_size, device, network,
+              chunk_size: int = CHUNK_SIZE):
     """Apply ``fn(input_ids, attention_mask) -> (B, width)`` to length-sorted batches of ``texts``;
     returns ``(rows in input order, n_truncated)``.
+
+    The texts are tokenised ``chunk_size`` at a time, so that memory holds the token ids of one chunk, not
+    of the whole corpus: the result array is the only thing that grows with the number of texts.
 
     Examples
     --------
@@ -41,10 +49,14 @@ def map_texts(fn, width, tokenizer, texts, *, max_length, batch_size, device, ne
     >>> lengths.ravel().tolist()                                     # tokens incl. [CLS] and [SEP], input order
     [3.0, 4.0]
     """
-    tokens = tokenize(tokenizer, texts, max_length)
-    out = map_tokens(fn, width, tokens, pad_id=tokenizer.pad_token_id, batch_size=batch_size, device=device,
-                     network=network)
-    return out, tokens.n_truncated
+    out = np.empty((len(texts), width), dtype=np.float32)
+    n_truncated = 0
+    for start in range(0, len(texts), chunk_size):
+        tokens = tokenize(tokenizer, texts[start:start + chunk_size], max_length)
+        out[start:start + len(tokens)] = map_tokens(fn, width, tokens, pad_id=tokenizer.pad_token_id,
+                                                    batch_size=batch_size, device=device, network=network)
+        n_truncated += tokens.n_truncated
+    return out, n_truncated
 
 
 def map_tokens(fn, width, tokens, *, pad_id, batch_size, device, network, train_mode=False) -> np.ndarray:

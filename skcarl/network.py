@@ -46,7 +46,7 @@ class CARLNetwork(nn.Module):
 
     def encode(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Last hidden states (B, T, H) of the encoder run on embeddings E."""
-        return self.encoder(inputs_embeds=embeds, attention_mask=attention_mask.long()).last_hidden_state
+        return self._encoder(inputs_embeds=embeds, attention_mask=attention_mask.long()).last_hidden_state
 
     def sentence(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return pool(hidden, attention_mask, self.pooling)
@@ -78,5 +78,32 @@ class CARLNetwork(nn.Module):
         return self.pooled(input_ids, attention_mask)
 
     def pooled(self, input_ids, attention_mask) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
+        # A batch without padding (common once texts are sorted by length) needs no attention mask, and
+        # attention without one takes the faster kernels.
+        mask = None if bool(attention_mask.all()) else attention_mask.long()
+        hidden = self._encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
         return self.sentence(hidden, attention_mask)
+
+    # ------------------------------------------------------------------ torch.compile
+    def compile_encoder(self) -> None:
+        """Run the encoder through :func:`torch.compile` from now on (idempotent).
+
+        The compiled function lives outside the module's state: it is neither saved, pickled nor deep-copied
+        (the momentum encoder, a deep copy, compiles its own).
+        """
+        if "_compiled_encoder" not in self.__dict__:
+            self.__dict__["_compiled_encoder"] = torch.compile(self.encoder, dynamic=True)
+
+    @property
+    def is_compiled(self) -> bool:
+        return "_compiled_encoder" in self.__dict__
+
+    @property
+    def _encoder(self):
+        return self.__dict__.get("_compiled_encoder", self.encoder)
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        state = dict(state)
+        state.pop("_compiled_encoder", None)
+        return state

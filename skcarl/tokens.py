@@ -39,20 +39,28 @@ class TokenizedTexts:
 def tokenize(tokenizer, texts, max_length: int) -> TokenizedTexts:
     """Tokenise ``texts`` with truncation at ``max_length``, counting the texts that were cut.
 
+    One pass over all texts; only the texts found too long are tokenised again, with truncation.
+
     Examples
     --------
     >>> from transformers import BertTokenizer
     >>> from skcarl.tokens import tokenize
     >>> vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "i", "feel", "happy"])}
     >>> tokens = tokenize(BertTokenizer(vocab=vocab), ["i feel happy", "happy " * 9], max_length=6)
-    >>> tokens.input_ids[0], tokens.n_truncated
-    ([2, 4, 5, 6, 3], 1)
+    >>> tokens.input_ids[0], tokens.input_ids[1], tokens.n_truncated
+    ([2, 4, 5, 6, 3], [2, 6, 6, 6, 6, 3], 1)
     """
-    full = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-    n_truncated = sum(len(ids) > max_length for ids in full)
-    encoded = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length,
-                        return_special_tokens_mask=True)
-    return TokenizedTexts(encoded["input_ids"], encoded["special_tokens_mask"], n_truncated)
+    texts = list(texts)
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=False, return_special_tokens_mask=True,
+                        verbose=False)
+    ids, special = encoded["input_ids"], encoded["special_tokens_mask"]
+    too_long = [i for i, row in enumerate(ids) if len(row) > max_length]
+    if too_long:
+        cut = tokenizer([texts[i] for i in too_long], add_special_tokens=True, truncation=True,
+                        max_length=max_length, return_special_tokens_mask=True)
+        for j, i in enumerate(too_long):
+            ids[i], special[i] = cut["input_ids"][j], cut["special_tokens_mask"][j]
+    return TokenizedTexts(ids, special, len(too_long))
 
 
 def pad_batch(tokens: TokenizedTexts, indices, pad_id: int, device) -> dict:

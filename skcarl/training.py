@@ -8,6 +8,10 @@ The step follows the method section of the paper:
    token saliency ∂L_cont/∂E;
 4. perturb the most salient tokens and train the token head to find them (L_det);
 5. one AdamW step on L_cont + λ·L_det, an EMA step of the key encoder, and the keys enter the queue.
+
+With ``saliency_refresh="cached"`` steps 3 and 4 share one pass: the tokens are chosen by the saliency each
+text had at its previous visit, and the query encoder runs once, on the perturbed sentence, to serve both
+losses (see :meth:`CARLTrainer.training_step`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from .losses import TokenDetectionLoss, make_contrastive_loss
@@ -27,6 +32,8 @@ from .momentum import KeyQueue, make_key_network, momentum_update
 from .perturbation import TokenPerturber, select_tokens, token_saliency
 from .tokens import TokenizedTexts, pad_batch
 from .va_labels import ContinuousLabels
+
+SALIENCY_REFRESHES = ("step", "cached")
 
 
 def resolve_device(device) -> torch.device:
@@ -117,6 +124,7 @@ class TrainingConfig:
     queue_size: int = 1024
     saliency: str = "grad_norm"
     token_selection: str = "saliency"
+    saliency_refresh: str = "step"
     perturb_ratio: float = 0.15
     detection_weight: float = 0.1
     learning_rate: float = 2e-5
@@ -235,6 +243,8 @@ class CARLTrainer:
         self.perturber = perturber.to(device) if perturber is not None else None
         self.detection_on = perturber is not None and config.detection_weight > 0
         self.key_network = make_key_network(self.network)
+        if self.network.is_compiled:
+            self.key_network.compile_encoder()
         projection_dim = self.network.projection[-1].out_features
         self.queue = KeyQueue(config.queue_size, projection_dim, label_dim, device)
         self.contrastive_loss = make_contrastive_loss(config.contrastive_loss, config.temperature,
@@ -247,9 +257,14 @@ class CARLTrainer:
         self.precision = MixedPrecision(device, config.use_amp)
         self.global_step = 0
         self.best_epoch = None
+        self.saliency_cache = None  # made by fit when saliency_refresh="cached"
 
     # ------------------------------------------------------------------ the step
-    def training_step(self, batch: dict, label_rows: torch.Tensor, task_targets: torch.Tensor | None = None) -> dict:
+    def training_step(self, batch: dict, label_rows: torch.Tensor, task_targets: torch.Tensor | None = None,
+                      example_index=None) -> dict:
+        """One optimisation step; ``example_index`` (the texts' training indices) keys the saliency cache."""
+        if self.saliency_cache is not None:
+            return self._one_pass_step(batch, label_rows, task_targets, example_index)
         net, cfg = self.network, self.config
         ids, mask, real = batch["input_ids"], batch["attention_mask"], batch["real_tokens"]
         net.train()
@@ -257,44 +272,138 @@ class CARLTrainer:
 
         # 1-2. Queries from the query encoder, keys from the momentum encoder on the same sentences.
         with self.precision.autocast():
-            embeds = net.embed(ids)
-            if self.detection_on:
-                embeds.retain_grad()
-            sentence = net.sentence(net.encode(embeds, mask), mask)
-            queries = net.project(sentence)
-            with torch.no_grad():
-                keys = self.key_network.query(ids, mask)
+            with record_function("carl/query_forward"):
+                embeds = net.embed(ids)
+                if self.detection_on:
+                    embeds.retain_grad()
+                sentence = net.sentence(net.encode(embeds, mask), mask)
+                queries = net.project(sentence)
+            keys = self._keys(ids, mask)
 
             # 3. L_cont over the candidates C = batch keys ∪ queue, compared at their VA points.
-            queue_keys, queue_rows = self.queue.contents()
-            points = self.label_points(torch.cat([label_rows, queue_rows]))
-            l_cont = self.contrastive_loss(queries, torch.cat([keys, queue_keys]), points[: len(ids)], points)
-            loss = l_cont
-            l_task = None
-            if self.task is not None:  # the supervised head shares this forward and backward
-                l_task = self.task.loss(net.task_head(sentence), task_targets)
-                loss = l_cont + self.task.weight * l_task
-        self._check_finite(l_cont, "contrastive loss L_cont")
-        if l_task is not None:
-            self._check_finite(l_task, "supervised loss of the prediction head")
-        self.precision.backward(loss)
+            l_cont, l_task = self._sentence_losses(queries, keys, sentence, label_rows, task_targets)
+        with record_function("carl/backward_contrastive"):
+            self.precision.backward(self._weighted(l_cont, l_task))
 
         # 4. Perturbed token detection on the most salient tokens, saliency from the backward above.
         l_det = None
         if self.detection_on:
-            l_det = self._detection_loss(ids, mask, real, embeds)
+            grad = embeds.grad
+            with record_function("carl/select_and_perturb"):
+                if cfg.token_selection == "saliency":
+                    scores = token_saliency(grad, embeds.detach(), cfg.saliency)
+                else:  # the random-selection ablation
+                    scores = torch.rand(ids.shape, device=ids.device)
+                chosen = select_tokens(scores, real, cfg.perturb_ratio)
+                perturbed_embeds, was_perturbed = self._perturb(ids, chosen, real, grad)
+            with self.precision.autocast(), record_function("carl/detection_forward"):
+                logits = net.detect(net.encode(perturbed_embeds, mask))
+                l_det = self.detection_loss(logits, was_perturbed, real)
             self._check_finite(l_det, "detection loss L_det")
-            self.precision.backward(cfg.detection_weight * l_det)
+            with record_function("carl/backward_detection"):
+                self.precision.backward(cfg.detection_weight * l_det)
 
         # 5. θ ← AdamW(θ), ξ ← m·ξ + (1−m)·θ, enqueue the keys with their label rows.
-        self.precision.step(self.optimizer, self._trained_parameters(), cfg.max_grad_norm)
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.label_points.constrain()
-        momentum_update(self.key_network, net, cfg.momentum)
-        self.queue.enqueue(keys, label_rows)
+        self._update(keys, label_rows)
+        return self._loss_values(l_cont, l_det, l_task)
+
+    def _one_pass_step(self, batch, label_rows, task_targets, example_index) -> dict:
+        """The step with ``saliency_refresh="cached"``: one pass of the query encoder serves both losses.
+
+        1. choose each text's tokens by the saliency it had at its previous visit (at random on its first
+           visit) and perturb them;
+        2. keys from the momentum encoder on the clean sentences;
+        3. one forward of the query encoder on the perturbed sentences: the pooled vector is the query of
+           L_cont (the perturbation doubles as an augmentation of the query view, the key view stays clean),
+           the token states give the logits of L_det;
+        4. one backward of L_cont + λ·L_det; the gradient it leaves at the input embeddings is stored as each
+           text's saliency for its next visit;
+        5. as in the per-step mode.
+
+        The stored saliency is that of the whole loss at the perturbed sentence, not of L_cont alone at the
+        clean one: separating the two would cost the extra backward this mode exists to save.
+        """
+        net, cfg = self.network, self.config
+        ids, mask, real = batch["input_ids"], batch["attention_mask"], batch["real_tokens"]
+        net.train()
+        self.key_network.train()
+
+        # 1. Tokens chosen by last visit's saliency.
+        with record_function("carl/select_and_perturb"):
+            if cfg.token_selection == "saliency":
+                scores = self.saliency_cache.lookup(example_index, ids.shape[1])
+            else:
+                scores = torch.rand(ids.shape, device=ids.device)
+            chosen = select_tokens(scores, real, cfg.perturb_ratio)
+            perturbed_ids = self.perturber.replace_ids(ids, chosen)
+            was_perturbed = perturbed_ids != ids
+
+        with self.precision.autocast():
+            # 2. Keys from the clean sentences.
+            keys = self._keys(ids, mask)
+            # 3. One query pass over the perturbed sentences.
+            with record_function("carl/query_forward"):
+                embeds = net.embed(perturbed_ids)
+                embeds.retain_grad()
+                hidden = net.encode(embeds, mask)
+                sentence = net.sentence(hidden, mask)
+                queries = net.project(sentence)
+                l_det = self.detection_loss(net.detect(hidden), was_perturbed, real)
+            l_cont, l_task = self._sentence_losses(queries, keys, sentence, label_rows, task_targets)
+        self._check_finite(l_det, "detection loss L_det")
+
+        # 4. One backward; its input gradient is the saliency of the next visit.
+        with record_function("carl/backward"):
+            self.precision.backward(self._weighted(l_cont, l_task) + cfg.detection_weight * l_det)
+        with record_function("carl/select_and_perturb"):
+            self.saliency_cache.store(example_index, token_saliency(embeds.grad, embeds.detach(), cfg.saliency))
+
+        # 5. θ ← AdamW(θ), ξ ← m·ξ + (1−m)·θ, enqueue the keys with their label rows.
+        self._update(keys, label_rows)
+        return self._loss_values(l_cont, l_det, l_task)
+
+    # ------------------------------------------------------------------ parts of the step
+    def _keys(self, ids, mask) -> torch.Tensor:
+        with torch.no_grad(), record_function("carl/key_forward"):
+            return self.key_network.query(ids, mask)
+
+    def _sentence_losses(self, queries, keys, sentence, label_rows, task_targets):
+        """L_cont over the candidates C = batch keys ∪ queue, and the supervised head's loss (or None)."""
+        with record_function("carl/losses"):
+            queue_keys, queue_rows = self.queue.contents()
+            points = self.label_points(torch.cat([label_rows, queue_rows]))
+            l_cont = self.contrastive_loss(queries, torch.cat([keys, queue_keys]), points[: len(queries)], points)
+            l_task = None
+            if self.task is not None:  # the supervised head shares this forward and backward
+                l_task = self.task.loss(self.network.task_head(sentence), task_targets)
+        self._check_finite(l_cont, "contrastive loss L_cont")
+        if l_task is not None:
+            self._check_finite(l_task, "supervised loss of the prediction head")
+        return l_cont, l_task
+
+    def _weighted(self, l_cont, l_task):
+        return l_cont if l_task is None else l_cont + self.task.weight * l_task
+
+    def _perturb(self, ids, chosen, real, grad):
+        """The perturbed input embeddings and which tokens now differ from the original."""
+        if self.perturber.kind == "adversarial":
+            return self.perturber.shift_embeddings(self.network.embed(ids), grad, chosen, real), chosen
+        perturbed_ids = self.perturber.replace_ids(ids, chosen)
+        return self.network.embed(perturbed_ids), perturbed_ids != ids
+
+    def _update(self, keys, label_rows) -> None:
+        with record_function("carl/optimizer"):
+            self.precision.step(self.optimizer, self._trained_parameters(), self.config.max_grad_norm)
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.label_points.constrain()
+        with record_function("carl/momentum_update"):
+            momentum_update(self.key_network, self.network, self.config.momentum)
+            self.queue.enqueue(keys, label_rows)
         self.global_step += 1
 
+    def _loss_values(self, l_cont, l_det, l_task) -> dict:
+        cfg = self.config
         values = {"contrastive_loss": float(l_cont.detach()),
                   "detection_loss": float(l_det.detach()) if l_det is not None else 0.0}
         values["loss"] = values["contrastive_loss"] + cfg.detection_weight * values["detection_loss"]
@@ -305,25 +414,6 @@ class CARLTrainer:
 
     def _trained_parameters(self):
         return [p for group in self.optimizer.param_groups for p in group["params"]]
-
-    def _detection_loss(self, ids, mask, real, embeds):
-        net, cfg = self.network, self.config
-        grad = embeds.grad
-        if cfg.token_selection == "saliency":
-            scores = token_saliency(grad, embeds.detach(), cfg.saliency)
-        else:  # the random-selection ablation
-            scores = torch.rand(ids.shape, device=ids.device)
-        chosen = select_tokens(scores, real, cfg.perturb_ratio)
-        with self.precision.autocast():
-            if self.perturber.kind == "adversarial":
-                perturbed_embeds = self.perturber.shift_embeddings(net.embed(ids), grad, chosen, real)
-                was_perturbed = chosen
-            else:
-                perturbed_ids = self.perturber.replace_ids(ids, chosen)
-                perturbed_embeds = net.embed(perturbed_ids)
-                was_perturbed = perturbed_ids != ids
-            logits = net.detect(net.encode(perturbed_embeds, mask))
-            return self.detection_loss(logits, was_perturbed, real)
 
     def _check_finite(self, loss: torch.Tensor, name: str) -> None:
         if not torch.isfinite(loss.detach()):
@@ -369,6 +459,8 @@ class CARLTrainer:
         if validation is not None:
             val_rows = torch.as_tensor(validation[1], dtype=torch.float32, device=self.device)
         history, best_loss, best_state, epochs_without_gain = [], math.inf, None, 0
+        if cfg.saliency_refresh == "cached" and self.detection_on:
+            self.saliency_cache = SaliencyCache(len(tokens), int(tokens.lengths.max()), self.device)
         for epoch in range(1, cfg.max_epochs + 1):
             started = time.perf_counter()
             order = rng.permutation(len(tokens))
@@ -378,7 +470,8 @@ class CARLTrainer:
                        disable=cfg.verbose < 1, leave=cfg.verbose >= 2)
             for index in bar:
                 targets = self.task.targets[index] if self.task is not None else None
-                step = self.training_step(pad_batch(tokens, index, self.pad_id, self.device), rows[index], targets)
+                step = self.training_step(pad_batch(tokens, index, self.pad_id, self.device), rows[index], targets,
+                                          example_index=index)
                 for key, value in step.items():
                     sums[key] = sums.get(key, 0.0) + value * len(index)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in step.items() if k != "loss"})
@@ -404,6 +497,42 @@ class CARLTrainer:
             self.label_points.load_state_dict(best_state[1])
         self.network.eval()
         return history
+
+
+class SaliencyCache:
+    """Each training text's token saliency at its last visit, for ``saliency_refresh="cached"``.
+
+    Rows are scaled to a maximum of 1 and kept in float16: only the order within a text is ever used.
+    A text not visited yet gets random scores, so its first visit perturbs random tokens.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcarl.training import SaliencyCache
+    >>> cache = SaliencyCache(n_texts=3, max_tokens=4, device="cpu")
+    >>> cache.store([2], torch.tensor([[0.0, 2.0, 4.0]]))
+    >>> cache.lookup([2], width=3)
+    tensor([[0.0000, 0.5000, 1.0000]])
+    """
+
+    def __init__(self, n_texts: int, max_tokens: int, device):
+        self.scores = torch.full((n_texts, max_tokens), math.nan, dtype=torch.float16, device=device)
+
+    def lookup(self, index, width: int) -> torch.Tensor:
+        index = torch.as_tensor(index, device=self.scores.device)
+        scores = self.scores[index, :width].float()
+        unseen = scores[:, 0].isnan()
+        if unseen.any():
+            scores[unseen] = torch.rand(int(unseen.sum()), width, device=scores.device)
+        return scores
+
+    @torch.no_grad()
+    def store(self, index, scores: torch.Tensor) -> None:
+        index = torch.as_tensor(index, device=self.scores.device)
+        scores = scores.float()
+        top = scores.amax(dim=1, keepdim=True)
+        scaled = torch.where(top > 0, scores / top, torch.zeros_like(scores))
+        self.scores[index, : scores.shape[1]] = torch.nan_to_num(scaled, nan=0.0).to(self.scores.dtype)
 
 
 def _cpu_state(module) -> dict:

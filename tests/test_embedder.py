@@ -68,8 +68,8 @@ def test_training_orders_embeddings_by_va_distance(tiny_bert):
 @pytest.mark.parametrize("switch_off", [{"detection_weight": 0.0}, {"perturbation": None}])
 def test_detection_switches_off_cleanly(tiny_bert, affect_data, switch_off, monkeypatch):
     calls = []
-    original = CARLTrainer._detection_loss
-    monkeypatch.setattr(CARLTrainer, "_detection_loss", lambda self, *a: calls.append(1) or original(self, *a))
+    original = CARLTrainer._perturb
+    monkeypatch.setattr(CARLTrainer, "_perturb", lambda self, *a: calls.append(1) or original(self, *a))
     X, y = affect_data
     emb = CARLEmbedder(tiny_bert, **FAST, **switch_off).fit(X, y)
     assert calls == []
