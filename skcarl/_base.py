@@ -18,15 +18,16 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import __version__
 from ._docs import CARL_ATTRIBUTES, CARL_PARAMETERS
+from ._oom import reports_oom_retries
 from ._targets import ClassTargets, check_class_targets
 from ._validation import ParameterChecker, check_continuous_targets, check_texts
-from .backbone import DEFAULT_BACKBONE, load_backbone
+from .backbone import DEFAULT_BACKBONE, load_backbone, max_positions
 from .inference import embed_texts, map_texts, map_tokens
 from .losses import CONTRASTIVE_LOSSES
 from .network import CARLNetwork
 from .perturbation import PERTURBATIONS, SALIENCY_MODES, TOKEN_SELECTIONS, TokenPerturber
 from .tokens import tokenize, unigram_counts
-from .training import SALIENCY_REFRESHES, CARLTrainer, SupervisedTask, TrainingConfig, resolve_device
+from .training import AMP_DTYPES, SALIENCY_REFRESHES, CARLTrainer, MixedPrecision, SupervisedTask, TrainingConfig, resolve_device
 from .va_labels import (
     ClassAnchors,
     ContinuousLabels,
@@ -174,10 +175,12 @@ class _CARLBase(BaseEstimator):
         check.number("projection_dim", 1, integer=True)
         check.option("contrastive_loss", tuple(CONTRASTIVE_LOSSES))
         check.number("temperature", 0, low_open=True)
-        if isinstance(self.label_temperature, str) and self.label_temperature != "auto":
-            raise check._fail("label_temperature", "a float in the range (0, inf) or 'auto'")
-        if self.label_temperature != "auto":
-            check.number("label_temperature", 0, low_open=True)
+        if not (isinstance(self.label_temperature, str) and self.label_temperature == "auto"):
+            try:
+                check.number("label_temperature", 0, low_open=True)
+            except ValueError:
+                raise check._fail("label_temperature", "a float in the range (0, inf) or 'auto'") from None
+        check.range_pairs("va_range")
         check.number("momentum", 0, 1)
         check.number("queue_size", 0, integer=True)
         check.option("saliency", SALIENCY_MODES)
@@ -199,12 +202,16 @@ class _CARLBase(BaseEstimator):
         check.number("batch_size", 1, integer=True)
         check.number("max_epochs", 1, integer=True)
         check.number("max_length", 2, integer=True)
-        check.boolean("use_amp")
+        check.device("device")
+        if not (isinstance(self.use_amp, (bool, np.bool_)) or (isinstance(self.use_amp, str)
+                                                                 and self.use_amp in AMP_DTYPES)):
+            raise check._fail("use_amp", "a bool, 'bfloat16' or 'float16'")
         check.boolean("compile")
         check.number("validation_fraction", 0, 1, low_open=True, high_open=True, none=True)
         check.number("n_iter_no_change", 1, integer=True)
         check.number("verbose", 0, integer=True)
         check.boolean("warm_start")
+        check.random_state("random_state")
 
     def _seeds(self) -> tuple[int, np.random.Generator]:
         """A torch seed and a NumPy generator from ``random_state``, without touching global RNGs."""
@@ -224,7 +231,7 @@ class _CARLBase(BaseEstimator):
         y = check_continuous_targets(y, n_samples)
         low, high = resolve_va_range(y, self.va_range)
         for col in np.flatnonzero(high <= low):
-            warnings.warn(f"Label column {col} is constant; it cannot order the texts.", UserWarning, stacklevel=4)
+            warnings.warn(f"Label column {col} is constant; it cannot order the texts.", UserWarning, stacklevel=6)
         return PreparedTargets(rows=scale_labels(y, low, high), points=ContinuousLabels(),
                                fitted={"label_min_": low, "label_max_": high, "n_outputs_": y.shape[1]})
 
@@ -244,9 +251,27 @@ class _CARLBase(BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def _fit_carl(self, X, y) -> None:
-        """Validate, then fine-tune the encoder with CARL (and the task head, if any) on texts ``X``."""
+        """Validate, then fine-tune the encoder with CARL (and the task head, if any) on texts ``X``.
+
+        All or nothing: when ``fit`` raises (bad input, a non-finite loss, KeyboardInterrupt, out of memory),
+        the estimator is left as it was, unfitted or with its previous fit whole. With ``warm_start`` the fitted
+        network trains in place, so its weights are copied to the CPU first and put back on failure.
+        """
+        warm = isinstance(self.warm_start, (bool, np.bool_)) and self.warm_start
+        previous = vars(self).get("network_") if warm else None
+        saved = None if previous is None else {k: v.detach().to("cpu", copy=True)
+                                               for k, v in previous.state_dict().items()}
+        try:
+            self._fit_unguarded(X, y)
+        except BaseException:
+            if saved is not None:
+                previous.load_state_dict(saved)
+                previous.to(self.device_).eval()
+            raise
+
+    def _fit_unguarded(self, X, y) -> None:
         self._check_params()
-        texts = check_texts(X)
+        texts = check_texts(X, min_samples=2, owner=type(self).__name__)
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
         seed, rng = self._seeds()
@@ -262,8 +287,9 @@ class _CARLBase(BaseEstimator):
             if self.perturbation == "mask" and self.detection_weight > 0 and tokenizer.mask_token_id is None:
                 raise ValueError("perturbation='mask' needs a tokenizer with a mask token; this backbone has "
                                  "none. Use perturbation='random'.")
-            tokens = tokenize(tokenizer, texts, self.max_length)
-            _warn_truncated(tokens.n_truncated, len(texts), self.max_length)
+            max_tokens = self._max_tokens(network)
+            tokens = tokenize(tokenizer, texts, max_tokens)
+            _warn_truncated(tokens.n_truncated, len(texts), self.max_length, max_tokens)
             train_idx, val_idx = self._validation_split(len(texts), rng)
             train_tokens = tokens.subset(train_idx)
             if prepared.probe is not None and self.head_init == "probe" and network.task_head is not None \
@@ -287,27 +313,22 @@ class _CARLBase(BaseEstimator):
             validation = None if val_idx is None else (tokens.subset(val_idx), prepared.rows[val_idx])
             history = trainer.fit(train_tokens, prepared.rows[train_idx], rng, validation)
 
-        for name in _TARGET_ATTRIBUTES & vars(self).keys():  # a refit on another kind of y must not keep them
-            delattr(self, name)
-        for name, value in prepared.fitted.items():
-            setattr(self, name, value)
-        self.network_ = trainer.network
-        self.encoder_ = trainer.network.encoder
-        self.tokenizer_ = tokenizer
-        self.device_ = device
+        fitted = dict(prepared.fitted, network_=trainer.network, encoder_=trainer.network.encoder,
+                      tokenizer_=tokenizer, device_=device)
         if isinstance(prepared.points, ClassAnchors) and prepared.points.anchors.requires_grad:
-            span = self.label_max_ - self.label_min_
+            low, span = fitted["label_min_"], fitted["label_max_"] - fitted["label_min_"]
             anchors = prepared.points.anchors.detach().cpu().numpy().astype(np.float64)
-            self.va_map_ = {c: tuple(float(v) for v in self.label_min_ + a * span)
-                            for c, a in zip(self.classes_.tolist(), anchors)}
-        self.label_temperature_ = label_temperature
-        self.queue_size_ = queue_size
-        self.history_ = history
-        self.loss_curve_ = [record["loss"] for record in history]
-        self.validation_scores_ = [r["validation_loss"] for r in history] if validation is not None else None
-        self.best_epoch_ = trainer.best_epoch
-        self.n_iter_ = len(history)
-        self.fit_time_ = time.perf_counter() - started
+            fitted["va_map_"] = {c: tuple(float(v) for v in low + a * span)
+                                 for c, a in zip(fitted["classes_"].tolist(), anchors)}
+        fitted.update(
+            label_temperature_=label_temperature, queue_size_=queue_size, history_=history,
+            loss_curve_=[record["loss"] for record in history],
+            validation_scores_=[r["validation_loss"] for r in history] if validation is not None else None,
+            best_epoch_=trainer.best_epoch, n_iter_=len(history), fit_time_=time.perf_counter() - started,
+        )
+        # One assignment, so that an interrupt cannot leave a mix of two fits. A refit on another kind of y
+        # drops the previous kind's attributes (classes_ after continuous targets, ...).
+        self.__dict__ = {**{k: v for k, v in vars(self).items() if k not in _TARGET_ATTRIBUTES}, **fitted}
 
     def _initial_network(self, n_task_outputs: int):
         """A fresh backbone with new heads, or, with ``warm_start``, the fitted network to train on."""
@@ -368,23 +389,32 @@ class _CARLBase(BaseEstimator):
             self.network_.compile_encoder()
         return self.network_
 
+    def _max_tokens(self, network) -> int:
+        """``max_length``, capped at the encoder's position embeddings (a longer input fails inside torch)."""
+        limit = max_positions(network.encoder)
+        return self.max_length if limit is None else min(self.max_length, limit)
+
+    @reports_oom_retries
     def _embed(self, X) -> np.ndarray:
         """L2-normalised sentence embeddings (n, hidden) in the input order."""
         network = self._fitted_network()
         texts = check_texts(X)
-        embeddings, n_truncated = embed_texts(network, self.tokenizer_, texts, max_length=self.max_length,
-                                              batch_size=self.batch_size, device=self.device_)
-        _warn_truncated(n_truncated, len(texts), self.max_length)
+        with MixedPrecision(self.device_, getattr(self, "use_amp", False)).autocast():
+            embeddings, n_truncated = embed_texts(network, self.tokenizer_, texts, max_length=self._max_tokens(network),
+                                                  batch_size=self.batch_size, device=self.device_)
+        _warn_truncated(n_truncated, len(texts), self.max_length, self._max_tokens(network))
         return embeddings
 
+    @reports_oom_retries
     def _task_outputs(self, X) -> np.ndarray:
         """Raw outputs of the prediction head (n, n_task_outputs), in the input order."""
         network = self._fitted_network()
         texts = check_texts(X)
-        outputs, n_truncated = map_texts(network.predict_outputs, network.task_head.out_features,
-                                         self.tokenizer_, texts, max_length=self.max_length,
-                                         batch_size=self.batch_size, device=self.device_, network=network)
-        _warn_truncated(n_truncated, len(texts), self.max_length)
+        with MixedPrecision(self.device_, getattr(self, "use_amp", False)).autocast():
+            outputs, n_truncated = map_texts(network.predict_outputs, network.task_head.out_features,
+                                             self.tokenizer_, texts, max_length=self._max_tokens(network),
+                                             batch_size=self.batch_size, device=self.device_, network=network)
+        _warn_truncated(n_truncated, len(texts), self.max_length, self._max_tokens(network))
         return outputs
 
     def explain(self, texts, target=None, **kwargs):
@@ -478,10 +508,14 @@ class _CARLBase(BaseEstimator):
         super().__setstate__(state)
 
 
-def _warn_truncated(n_truncated: int, n_texts: int, max_length: int) -> None:
-    if n_truncated:
+def _warn_truncated(n_truncated: int, n_texts: int, max_length: int, limit: int | None = None) -> None:
+    if n_truncated and limit is not None and limit < max_length:
+        warnings.warn(f"{n_truncated} of {n_texts} texts are longer than {limit} tokens (max_length={max_length}, "
+                      f"capped at the {limit} positions of the encoder) and were truncated.", UserWarning,
+                      stacklevel=5)
+    elif n_truncated:
         warnings.warn(f"{n_truncated} of {n_texts} texts are longer than max_length={max_length} tokens and were "
-                      "truncated.", UserWarning, stacklevel=4)
+                      "truncated.", UserWarning, stacklevel=5)
 
 
 @torch.no_grad()

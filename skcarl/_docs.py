@@ -65,11 +65,13 @@ CARL_PARAMETERS = """\
         Passes over the training texts.
     max_length : int, default=128
         Longer texts are truncated (one warning with the count); batches are padded to their longest text.
+        Capped at the encoder's position embeddings (512 for BERT-style encoders).
     device : str, default="auto"
         ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-    use_amp : bool, default=True
-        Mixed precision on CUDA (bfloat16 where supported, else float16 with a gradient scaler).
-        Ignored on the CPU.
+    use_amp : bool or {"bfloat16", "float16"}, default=True
+        Mixed precision on CUDA, in ``fit`` and in inference: ``True`` takes bfloat16 where the GPU
+        supports it, else float16 with a gradient scaler; a dtype name forces that dtype. Ignored on the
+        CPU, where everything runs in float32.
     compile : bool, default=False
         Run the encoder through :func:`torch.compile` (dynamic shapes) during ``fit`` and inference. The
         first batches pay the compilation; it pays off on GPUs and long runs. The compiled function is not

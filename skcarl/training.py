@@ -66,23 +66,33 @@ def resolve_device(device) -> torch.device:
     return resolved
 
 
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 class MixedPrecision:
     """autocast + (for float16 only) a gradient scaler; a no-op off CUDA or when disabled.
+
+    ``use_amp``: ``False``; ``True`` (bfloat16 where the GPU supports it, else float16); or the name of
+    the dtype, ``"bfloat16"`` or ``"float16"``.
 
     Examples
     --------
     >>> import torch
     >>> from skcarl.training import MixedPrecision
-    >>> MixedPrecision(torch.device("cpu"), enabled=True).enabled     # mixed precision is for CUDA only
+    >>> MixedPrecision(torch.device("cpu"), use_amp=True).enabled     # mixed precision is for CUDA only
     False
     """
 
-    def __init__(self, device: torch.device, enabled: bool):
-        self.enabled = bool(enabled) and device.type == "cuda"
+    def __init__(self, device: torch.device, use_amp):
+        device = torch.device(device)
+        self.enabled = use_amp is not False and device.type == "cuda"
         self.dtype = None
         self.scaler = None
         if self.enabled:
-            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            if use_amp is True:
+                self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            else:
+                self.dtype = AMP_DTYPES[use_amp]
             if self.dtype == torch.float16:
                 self.scaler = torch.amp.GradScaler("cuda")
 
@@ -135,7 +145,7 @@ class TrainingConfig:
     batch_size: int = 32
     max_epochs: int = 3
     n_iter_no_change: int = 2
-    use_amp: bool = True
+    use_amp: bool | str = True
     verbose: int = 0
 
 
