@@ -36,10 +36,13 @@ def _is_label_collection(value) -> bool:
 
 def check_class_targets(y, n_samples: int) -> ClassTargets:
     """Parse ``y`` into classes and membership rows, with sklearn-style errors."""
+    if getattr(y, "ndim", 1) > 2:  # an array; a list is label rows or label sets, never a 3-D array
+        raise ValueError(f"y must be 1-D or 2-D (class labels, or an indicator matrix of shape (n_samples, "
+                         f"n_classes)); got shape {np.shape(y)}.")
     columns = getattr(y, "columns", None)
     if getattr(y, "ndim", 1) == 2 and np.shape(y)[1] == 1:
         warnings.warn("A column-vector y was passed when a 1-D array was expected; it is read as one label per "
-                      "row. Use y.ravel() to silence this warning.", DataConversionWarning, stacklevel=4)
+                      "row. Use y.ravel() to silence this warning.", DataConversionWarning, stacklevel=6)
         y, columns = np.asarray(y).ravel(), None
     if columns is not None or getattr(y, "ndim", 1) == 2:
         indicator = np.asarray(y)

@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping, Set
 
 import numpy as np
+import torch
 
 
-def check_texts(X, name: str = "X") -> list[str]:
+def check_texts(X, name: str = "X", *, min_samples: int = 1, owner: str | None = None) -> list[str]:
     """A list of ``str`` from a list, tuple, 1-D array, pandas Series or other iterable of texts.
 
-    A bare string is refused, as scikit-learn's text vectorizers refuse it: it is almost always one
-    document passed where a list of documents was meant.
+    What is accepted, and what is refused (every message names the parameter, the element or the value):
+
+    - Any ordered iterable of ``str``: lists, tuples, 1-D arrays, pandas Series (read by position, not by
+      index), iterators and generators. A generator is consumed: it is read once into a list.
+    - Empty and whitespace-only strings are valid texts. The tokenizer drops whitespace, so ``""``, ``" "``
+      and ``"\t\n"`` all become the special tokens alone and share one embedding.
+    - Any Unicode that can be encoded as UTF-8 (emoji, combining marks, right-to-left text, zero-width and
+      control characters, NUL); the tokenizer normalises or drops what it does not know.
+    - Refused: a bare string or bytes (one document where a list of documents was meant, as scikit-learn's
+      text vectorizers refuse it), 2-D arrays and DataFrames, sets (no order to match rows with y), dicts
+      (iterating gives their keys), an empty input, fewer than ``min_samples`` texts, any element that is not
+      a ``str`` (``None``, NaN, numbers, bytes: the first one is named), and text holding lone surrogates
+      (from decoding with ``errors="surrogateescape"``), which no tokenizer can encode.
+
+    Examples
+    --------
+    >>> from skcarl._validation import check_texts
+    >>> check_texts(t.strip() for t in [" so happy ", "sad"])
+    ['so happy', 'sad']
+    >>> check_texts(["fine", None, 3])
+    Traceback (most recent call last):
+    ...
+    TypeError: X must hold only strings; element 1 is NoneType (None).
     """
     if isinstance(X, (str, bytes)):
         raise ValueError("Iterable over raw text documents expected, string object received.")
@@ -20,17 +43,37 @@ def check_texts(X, name: str = "X") -> list[str]:
             f"{name} must be a 1-D sequence of texts; got an array with shape {getattr(X, 'shape', None)}. "
             "Select the text column, e.g. df['text']."
         )
+    if isinstance(X, Set):
+        raise TypeError(f"{name} is a {type(X).__name__}, which has no fixed order: its texts could not be matched "
+                        "with y or with the rows of the output. Pass a list, tuple, 1-D array or pandas Series.")
+    if isinstance(X, Mapping):
+        raise TypeError(f"{name} is a {type(X).__name__}: iterating it gives its keys, not texts. Pass the texts "
+                        "themselves, e.g. data['text'].")
     try:
         texts = list(X)
     except TypeError:
         raise TypeError(f"{name} must be an iterable of texts; got {type(X).__name__}.") from None
     if not texts:
         raise ValueError(f"{name} is empty: at least one text is required.")
+    if len(texts) < min_samples:
+        raise ValueError(f"Found {len(texts)} text{'s' if len(texts) != 1 else ''} while a minimum of {min_samples} "
+                         f"is required by {owner or 'this estimator'}: contrastive learning compares texts with "
+                         "each other.")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(
                 f"{name} must hold only strings; element {i} is {type(text).__name__} ({text!r:.60})."
             )
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"{name}[{i}] is not valid Unicode: a lone surrogate {text[exc.start]!r} at character "
+                    f"{exc.start}, as left by decoding bytes with errors='surrogateescape'. Decode the text "
+                    "with the right encoding, or replace such characters, e.g. "
+                    "text.encode('utf-8', 'replace').decode('utf-8')."
+                ) from None
     return texts
 
 
@@ -79,7 +122,7 @@ class ParameterChecker:
                     f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}")
         if none:
             expected += " or None"
-        if isinstance(value, bool) or not isinstance(value, kind) or not np.isfinite(float(value)):
+        if isinstance(value, bool) or not isinstance(value, kind) or not _finite(value):
             raise self._fail(name, expected)
         if low is not None and (value < low or (low_open and value == low)):
             raise self._fail(name, expected)
@@ -87,9 +130,54 @@ class ParameterChecker:
             raise self._fail(name, expected)
 
     def option(self, name, options):
-        if self.params[name] not in options:
+        value = self.params[name]  # compared as str or None only: an array or a number is never an option
+        if not ((value is None and None in options) or (isinstance(value, str) and value in options)):
             raise self._fail(name, "one of " + ", ".join(repr(o) for o in options))
 
     def boolean(self, name):
         if not isinstance(self.params[name], (bool, np.bool_)):
             raise self._fail(name, "a bool")
+
+    def range_pairs(self, name):
+        """None, ``(low, high)`` or an array of shape (n, 2) of finite numbers with low < high in every row."""
+        value = self.params[name]
+        if value is None:
+            return
+        expected = "None, (low, high) or an array of shape (n_outputs, 2), of finite numbers with low < high"
+        if isinstance(value, (str, bytes)):
+            raise self._fail(name, expected)
+        try:
+            bounds = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise self._fail(name, expected) from None
+        if bounds.shape != (2,) and not (bounds.ndim == 2 and bounds.shape[1] == 2 and len(bounds)):
+            raise self._fail(name, expected)
+        bounds = bounds.reshape(-1, 2)
+        if not np.isfinite(bounds).all() or not (bounds[:, 0] < bounds[:, 1]).all():
+            raise self._fail(name, expected)
+
+    def device(self, name="device"):
+        """The type of a device: "auto", None, a str, an int ordinal or a torch.device. Whether the device
+        exists is for :func:`skcarl.training.resolve_device`, which names the device it cannot find."""
+        value = self.params[name]
+        if value is None or isinstance(value, (str, torch.device)):
+            return
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+            return
+        raise self._fail(name, "'auto', a device string ('cpu', 'cuda', 'cuda:1', 'mps', ...), a torch.device "
+                               "or None")
+
+    def random_state(self, name="random_state"):
+        value = self.params[name]
+        if value is None or isinstance(value, np.random.RandomState):
+            return
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= 2**32 - 1:
+            return
+        raise self._fail(name, "an int in the range [0, 4294967295], a numpy.random.RandomState instance or None")
+
+
+def _finite(value) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))
+    except OverflowError:  # an int too large for a float
+        return False

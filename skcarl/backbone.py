@@ -112,6 +112,29 @@ def load_backbone(model_name_or_path: str | os.PathLike):
     return tokenizer, encoder
 
 
+def max_positions(encoder) -> int | None:
+    """The longest input, in tokens, that ``encoder`` has position embeddings for (None: no such limit).
+
+    RoBERTa-style encoders number positions from ``padding_idx + 1``, so they hold two tokens fewer than
+    ``max_position_embeddings``; a longer input fails inside torch with an index or shape error.
+
+    Examples
+    --------
+    >>> from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
+    >>> small = dict(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+    ...              max_position_embeddings=64)
+    >>> max_positions(BertModel(BertConfig(**small))), max_positions(RobertaModel(RobertaConfig(**small)))
+    (64, 62)
+    """
+    positions = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    padding_idx = getattr(getattr(encoder, "embeddings", None), "padding_idx", None)
+    if isinstance(padding_idx, int) and padding_idx >= 0:
+        positions -= padding_idx + 1
+    return positions
+
+
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
     """Sentence vector from token states: masked mean (``"mean"``) or the first token (``"cls"``).
 

@@ -139,7 +139,8 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
 
         Parameters
         ----------
-        X : sequence of str of length n_samples
+        X : iterable of str of length n_samples
+            Texts: a list, tuple, 1-D array, pandas Series, or a generator (read once).
         y : array-like of shape (n_samples,), an indicator matrix (n_samples, n_classes), or a list of
             label sets
             Class labels (strings or integers). A 2-D 0/1 array or DataFrame, or a list of label
@@ -148,6 +149,12 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         Returns
         -------
         self : CARLClassifier
+
+        Notes
+        -----
+        ``fit`` is all or nothing: if it raises (invalid input, a non-finite loss, ``KeyboardInterrupt``, out of
+        memory), the estimator is left as it was, unfitted or with its previous fit (and weights) whole. See
+        the reliability guide (``docs/guide/reliability.md``).
         """
         self._fit_carl(X, y)
         return self

@@ -271,6 +271,8 @@ def _text_column(data, column: str, path: str) -> list[str]:
     """The texts of ``column`` as a list of str; a missing column or a missing text is a usage error."""
     _check_columns(data, [column], path)
     values = data[column]
+    if len(values) == 0:
+        raise UsageError(f"{'stdin' if path == '-' else repr(path)} has no data rows: there are no texts to read.")
     missing = values.isna().to_numpy()
     if missing.any():
         raise UsageError(f"text column {column!r} has {int(missing.sum())} missing value(s); the first is in "

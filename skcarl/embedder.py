@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -77,8 +79,9 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
 
         Parameters
         ----------
-        X : sequence of str of length n_samples
-            Texts: a list, tuple, 1-D array or pandas Series.
+        X : iterable of str of length n_samples
+            Texts: a list, tuple, 1-D array, pandas Series, or a generator (read once). Empty and
+            whitespace-only strings are valid texts, all with the same embedding.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs), or class labels
             Continuous affect labels, typically valence and arousal; or emotion class labels (strings, a
             multi-label indicator matrix or a list of label sets), placed on the VA plane by ``va_map``.
@@ -86,6 +89,12 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
         Returns
         -------
         self : CARLEmbedder
+
+        Notes
+        -----
+        ``fit`` is all or nothing: if it raises (invalid input, a non-finite loss, ``KeyboardInterrupt``, out of
+        memory), the estimator is left as it was, unfitted or with its previous fit (and weights) whole. See
+        the reliability guide (``docs/guide/reliability.md``).
         """
         self._fit_carl(X, y)
         return self
@@ -95,18 +104,27 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
 
         Parameters
         ----------
-        X : sequence of str of length n_samples
+        X : iterable of str of length n_samples
 
         Returns
         -------
         ndarray of shape (n_samples, hidden_size), float32
             L2-normalised sentence embeddings, in the input order.
+
+        Notes
+        -----
+        Safe to call from several threads at once. A batch that runs out of CUDA memory is split and retried,
+        with one warning per call.
         """
         return self._embed(X)
 
     def _prepare_targets(self, y, n_samples, rng):
         if self.va_map is not None or _looks_categorical(y):
-            return self._class_targets(y, n_samples, rng)[0]
+            prepared, targets = self._class_targets(y, n_samples, rng)
+            if len(targets.classes) == 1:
+                warnings.warn(f"y holds a single class ({targets.classes.tolist()[0]!r}): every text gets the "
+                              "same valence-arousal point, so L_cont cannot order them.", UserWarning, stacklevel=5)
+            return prepared
         return self._continuous_targets(y, n_samples)
 
     @property

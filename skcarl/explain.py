@@ -34,7 +34,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_texts
 from .perturbation import SALIENCY_MODES, token_saliency
-from .tokens import length_sorted_batches
+from .tokens import TOKENIZER_LOCK, length_sorted_batches
 
 COLUMNS = ["text_id", "word_id", "word", "saliency", "saliency_share", "target"]
 
@@ -121,7 +121,7 @@ def explain(estimator, texts, target=None, *, saliency=None, n_projections=16, r
     output = _Output.of(estimator, target, n_projections, random_state)
     output.mode = mode
 
-    encoded = _encode(tokenizer, texts, estimator.max_length)
+    encoded = _encode(tokenizer, texts, estimator._max_tokens(network))
     device = getattr(estimator, "device_", torch.device("cpu"))
     lengths = np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64, count=len(texts))
     per_token = [None] * len(texts)  # per text: (n_outputs_explained, n_tokens) array
@@ -301,9 +301,10 @@ def _same_label(a, b) -> bool:
 # ---------------------------------------------------------------------- tokens and words
 def _encode(tokenizer, texts, max_length) -> dict:
     fast = bool(getattr(tokenizer, "is_fast", False))
-    encoded = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length,
-                        return_special_tokens_mask=True, return_offsets_mapping=fast)
-    full = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    with TOKENIZER_LOCK:  # the truncation setting of a fast tokenizer is shared state
+        encoded = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length,
+                            return_special_tokens_mask=True, return_offsets_mapping=fast)
+        full = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     n_truncated = sum(len(ids) > max_length for ids in full)
     if n_truncated:
         warnings.warn(f"{n_truncated} of {len(texts)} texts are longer than max_length={max_length} tokens; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._oom import run_batches
 from .tokens import length_sorted_batches, pad_batch, tokenize
 
 # Texts tokenised at once by transform/predict: large enough that sorting them by length leaves little
@@ -74,7 +75,10 @@ def map_tokens(fn, width, tokens, *, pad_id, batch_size, device, network, train_
     """
     out = np.empty((len(tokens), width), dtype=np.float32)
     network.train(train_mode)
-    for index in length_sorted_batches(tokens.lengths, batch_size):
+
+    def compute(index):
         batch = pad_batch(tokens, index, pad_id, device)
         out[index] = fn(batch["input_ids"], batch["attention_mask"]).float().cpu().numpy()
+
+    run_batches(compute, length_sorted_batches(tokens.lengths, batch_size))  # halves a batch that runs out of memory
     return out

@@ -11,6 +11,13 @@ Everything is JSON or safetensors: :func:`load` never unpickles (no ``pickle``, 
 from an untrusted source cannot run code when it is loaded. Pickle and joblib still work on the estimators, for
 files you trust.
 
+Checksums: ``config.json`` records the SHA-256 of every other file (``"files"``), and the safetensors header
+records the SHA-256 of ``config.json`` itself (its canonical JSON, without the ``"files"``, ``"versions"`` and
+``"metadata"`` entries, which may be edited by hand). :func:`load` checks both, so a file that was truncated,
+edited or swapped for another model's after saving is an :class:`InvalidModelError`, even where it would still
+parse. They guard against accidents, not attackers (anyone can write a consistent folder): safety comes from
+never running code from the folder. Folders saved without checksums load unchecked.
+
 Values that JSON cannot hold directly are written as one-key objects: ``{"__ndarray__": {"dtype", "shape",
 "values"}}``, ``{"__tuple__": [...]}``, ``{"__dict__": [[key, value], ...]}`` (dicts whose keys are not all
 strings, e.g. integer class labels), ``{"__scalar__": {"dtype", "value"}}`` (NumPy scalars), ``{"__float__":
@@ -19,6 +26,7 @@ strings, e.g. integer class labels), ``{"__scalar__": {"dtype", "value"}}`` (Num
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -41,6 +49,9 @@ CONFIG_FILE = "config.json"
 ENCODER_CONFIG_FILE = "encoder_config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
+# Entries of config.json outside its checksum: the checksums themselves, and what may be edited by hand.
+_UNCHECKED_ENTRIES = ("files", "versions", "metadata")
+_CONFIG_DIGEST_KEY = "skcarl_config_sha256"  # in the safetensors header
 
 # Fitted state that is not JSON: written to model.safetensors, encoder_config.json and tokenizer/ instead.
 _NOT_IN_CONFIG = {"network_", "encoder_", "tokenizer_", "device_", "metadata_"}
@@ -282,7 +293,7 @@ def save(estimator, path, metadata=None) -> Path:
         "fitted": {key: _encode(value, key) for key, value in _fitted_attributes(estimator).items()},
         "metadata": _encode(metadata, "metadata"),
     }
-    config_text = json.dumps(config, indent=2, allow_nan=False)  # everything checked before any file is written
+    json.dumps(config, allow_nan=False)  # everything checked before any file is written
 
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -293,16 +304,77 @@ def save(estimator, path, metadata=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
     try:
-        (staging / CONFIG_FILE).write_text(config_text, encoding="utf-8")
         (staging / ENCODER_CONFIG_FILE).write_text(network.encoder.config.to_json_string(use_diff=False),
                                                    encoding="utf-8")
-        save_model(network, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "skcarl": __version__})
+        save_model(network, str(staging / WEIGHTS_FILE),
+                   metadata={"format": "pt", "skcarl": __version__, _CONFIG_DIGEST_KEY: _config_digest(config)})
         estimator.tokenizer_.save_pretrained(str(staging / TOKENIZER_DIR))
+        config["files"] = {name: _sha256(staging / name) for name in _model_files(staging)}
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False), encoding="utf-8")
         _replace_folder(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
+
+
+def _config_digest(config: dict) -> str:
+    """SHA-256 of the canonical JSON of ``config`` without the entries that are not checked."""
+    checked = {k: v for k, v in config.items() if k not in _UNCHECKED_ENTRIES}
+    text = json.dumps(checked, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _model_files(folder: Path) -> list[str]:
+    """Every file of a model folder but config.json, as sorted relative POSIX paths; hidden files (".DS_Store",
+    ...) and hidden folders are not part of a model."""
+    files = []
+    for file in folder.rglob("*"):
+        relative = file.relative_to(folder)
+        if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+            files.append(relative.as_posix())
+    return sorted(name for name in files if name != CONFIG_FILE)
+
+
+def _checksum_problems(path: Path, config: dict, under: str = "") -> list[str]:
+    """What differs from the checksums recorded at save time (nothing for a folder saved without them)."""
+    recorded = config.get("files")
+    if recorded is None:
+        return []
+    if not isinstance(recorded, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in
+                                                 recorded.items()):
+        return [f'the "files" entry of {CONFIG_FILE} is malformed']
+    problems = []
+    for name, digest in sorted(recorded.items()):
+        if not name.startswith(under):
+            continue
+        file = path / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or not file.is_file():
+            problems.append(f"{name} is missing")
+        elif _sha256(file) != digest:
+            problems.append(f"{name} does not match the SHA-256 recorded in {CONFIG_FILE}")
+    problems += [f"unexpected file {name}" for name in _model_files(path)
+                 if name.startswith(under) and name not in recorded]
+    if not under:
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path / WEIGHTS_FILE), "pt") as weights:
+                saved_digest = (weights.metadata() or {}).get(_CONFIG_DIGEST_KEY)
+        except Exception:  # unreadable weights are reported by their own check
+            saved_digest = None
+        if saved_digest is not None and saved_digest != _config_digest(config):
+            problems.append(f"{CONFIG_FILE} was changed after the model was saved (it no longer matches the checksum "
+                            f"kept in {WEIGHTS_FILE}; only its \"metadata\" entry may be edited by hand)")
+    return problems
 
 
 def _replace_folder(new: Path, path: Path) -> None:
@@ -358,7 +430,9 @@ def load(path, device="auto"):
         If ``path`` or one of the files of a saved model is missing.
     InvalidModelError
         If a file is garbled or does not match the others (invalid JSON, an unknown estimator or encoder
-        class, a weights file that is not safetensors or whose tensors have the wrong names or shapes).
+        class, a weights file that is not safetensors or whose tensors have the wrong names or shapes), or if
+        a file was truncated, edited or swapped after saving (its SHA-256 differs from the one recorded by
+        :func:`save`; only the ``"metadata"`` entry of ``config.json`` may be edited by hand).
 
     Warns
     -----
@@ -426,12 +500,23 @@ def load(path, device="auto"):
 
     target = resolve_device(device)
     network = _rebuild_network(path, projection_dim, pooling, n_task_outputs)
-    tokenizer = _load_tokenizer(path / TOKENIZER_DIR)
+    try:
+        tokenizer = _load_tokenizer(path / TOKENIZER_DIR)
+    except InvalidModelError as exc:
+        changed = _checksum_problems(path, config, under=f"{TOKENIZER_DIR}/")
+        if not changed:
+            raise
+        raise InvalidModelError(f"{exc} ({'; '.join(changed)}: truncated, edited or replaced after saving)") from None
 
     for name, value in fitted.items():
         if not _is_fitted_name(name) or name in vars(estimator):
             raise InvalidModelError(f"{path / CONFIG_FILE}: {name!r} is not a fitted attribute.")
         setattr(estimator, name, value)
+    problems = _checksum_problems(path, config)
+    if problems:
+        raise InvalidModelError(f"{path} does not hold the files it was saved with: {'; '.join(problems)}. The "
+                                "files were truncated, edited or swapped after saving; save the model again, or "
+                                "restore the original files.")
     network.to(target)
     network.eval()
     estimator.network_ = network
@@ -527,7 +612,7 @@ def _load_tokenizer(folder: Path):
     hf_logging.disable_progress_bar()
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except Exception as exc:  # the tokenizers backend raises plain Exceptions on a garbled tokenizer.json
         raise InvalidModelError(f"Cannot load the tokenizer from {folder}: {type(exc).__name__}: {exc}") from None
     finally:
         if bars_were_on:

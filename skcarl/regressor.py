@@ -100,13 +100,20 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
 
         Parameters
         ----------
-        X : sequence of str of length n_samples
+        X : iterable of str of length n_samples
+            Texts: a list, tuple, 1-D array, pandas Series, or a generator (read once).
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Continuous targets, e.g. valence and arousal.
 
         Returns
         -------
         self : CARLRegressor
+
+        Notes
+        -----
+        ``fit`` is all or nothing: if it raises (invalid input, a non-finite loss, ``KeyboardInterrupt``, out of
+        memory), the estimator is left as it was, unfitted or with its previous fit (and weights) whole. See
+        the reliability guide (``docs/guide/reliability.md``).
         """
         self._fit_carl(X, y)
         return self

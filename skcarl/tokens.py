@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+# A fast tokenizer keeps its truncation setting in shared state, set before each call: two threads calling
+# one tokenizer with different settings could each encode with the other's. Calls are serialised.
+TOKENIZER_LOCK = threading.Lock()
 
 
 @dataclass
@@ -51,13 +56,15 @@ def tokenize(tokenizer, texts, max_length: int) -> TokenizedTexts:
     ([2, 4, 5, 6, 3], [2, 6, 6, 6, 6, 3], 1)
     """
     texts = list(texts)
-    encoded = tokenizer(texts, add_special_tokens=True, truncation=False, return_special_tokens_mask=True,
-                        verbose=False)
+    with TOKENIZER_LOCK:
+        encoded = tokenizer(texts, add_special_tokens=True, truncation=False, return_special_tokens_mask=True,
+                            verbose=False)
     ids, special = encoded["input_ids"], encoded["special_tokens_mask"]
     too_long = [i for i, row in enumerate(ids) if len(row) > max_length]
     if too_long:
-        cut = tokenizer([texts[i] for i in too_long], add_special_tokens=True, truncation=True,
-                        max_length=max_length, return_special_tokens_mask=True)
+        with TOKENIZER_LOCK:
+            cut = tokenizer([texts[i] for i in too_long], add_special_tokens=True, truncation=True,
+                            max_length=max_length, return_special_tokens_mask=True)
         for j, i in enumerate(too_long):
             ids[i], special[i] = cut["input_ids"][j], cut["special_tokens_mask"][j]
     return TokenizedTexts(ids, special, len(too_long))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.spatial.distance import pdist
 from torch import nn
 
 from ._va_table import DEFAULT_VA_TABLE
@@ -51,7 +52,7 @@ def resolve_va_range(y: np.ndarray, va_range) -> tuple[np.ndarray, np.ndarray]:
         row, col = np.argwhere(outside)[0]
         raise ValueError(
             f"{int(outside.sum())} label value(s) lie outside va_range={va_range!r}; the first is "
-            f"y[{row}, {col}] = {y[row, col]!r}."
+            f"y[{row}, {col}] = {float(y[row, col])!r}."
         )
     return low, high
 
@@ -87,10 +88,9 @@ def auto_label_temperature(y_scaled: np.ndarray, rng: np.random.Generator) -> fl
     """
     if len(y_scaled) > _MAX_LABELS_FOR_MEDIAN:
         y_scaled = y_scaled[rng.choice(len(y_scaled), _MAX_LABELS_FOR_MEDIAN, replace=False)]
-    y64 = y_scaled.astype(np.float64)
-    sq = (y64**2).sum(1)
-    d = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2 * y64 @ y64.T, 0, None))
-    d = d[np.triu_indices(len(y64), k=1)]
+    # exact differences: with ‖a‖² + ‖b‖² − 2a·b, tied labels got distances of rounding noise (~1e-8) instead
+    # of 0, and many ties gave a τ_y of that size instead of the median over distinct pairs
+    d = pdist(y_scaled.astype(np.float64))
     median = np.median(d) if d.size else 0.0
     if median <= 0:
         positive = d[d > 1e-12]
