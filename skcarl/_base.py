@@ -27,7 +27,15 @@ from .losses import CONTRASTIVE_LOSSES
 from .network import CARLNetwork
 from .perturbation import PERTURBATIONS, SALIENCY_MODES, TOKEN_SELECTIONS, TokenPerturber
 from .tokens import tokenize, unigram_counts
-from .training import AMP_DTYPES, SALIENCY_REFRESHES, CARLTrainer, MixedPrecision, SupervisedTask, TrainingConfig, resolve_device
+from .training import (
+    AMP_DTYPES,
+    SALIENCY_REFRESHES,
+    CARLTrainer,
+    MixedPrecision,
+    SupervisedTask,
+    TrainingConfig,
+    resolve_device,
+)
 from .va_labels import (
     ClassAnchors,
     ContinuousLabels,

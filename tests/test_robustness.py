@@ -739,6 +739,14 @@ def test_cli_fuzz_fit_on_malformed_files(file, target, tiny_bert):
             assert not out.exists()
 
 
+def test_cli_a_file_with_a_header_and_no_rows_is_a_usage_error(cli_model, tmp_path):
+    data = tmp_path / "header-only.csv"
+    data.write_text("text,valence,arousal\n")
+    status, _, err = run_cli(["predict", cli_model, data, "--out", tmp_path / "p.csv", "--device", "cpu"])
+    assert_clean_failure(status, err, "predict")
+    assert status == 2 and "header-only.csv' has no data rows" in err
+
+
 # ============================================================================================ faults
 def poisoned_contrastive_loss(monkeypatch, at_call, value=float("nan")):
     """Make L_cont ``value`` at its ``at_call``-th evaluation (training steps only: no validation split)."""
