@@ -7,6 +7,7 @@ import io
 import math
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import __version__
+from . import __version__, _ddp
 from ._docs import CARL_ATTRIBUTES, CARL_PARAMETERS
 from ._oom import reports_oom_retries
 from ._targets import ClassTargets, check_class_targets
@@ -124,6 +125,7 @@ class _CARLBase(BaseEstimator):
         device="auto",
         use_amp=True,
         compile=False,
+        distributed="auto",
         validation_fraction=None,
         n_iter_no_change=2,
         warm_start=False,
@@ -157,6 +159,7 @@ class _CARLBase(BaseEstimator):
         self.device = device
         self.use_amp = use_amp
         self.compile = compile
+        self.distributed = distributed
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.warm_start = warm_start
@@ -215,6 +218,9 @@ class _CARLBase(BaseEstimator):
                                                                  and self.use_amp in AMP_DTYPES)):
             raise check._fail("use_amp", "a bool, 'bfloat16' or 'float16'")
         check.boolean("compile")
+        if not (isinstance(self.distributed, (bool, np.bool_)) or (isinstance(self.distributed, str)
+                                                                   and self.distributed == "auto")):
+            raise check._fail("distributed", "'auto' or a bool")
         check.number("validation_fraction", 0, 1, low_open=True, high_open=True, none=True)
         check.number("n_iter_no_change", 1, integer=True)
         check.number("verbose", 0, integer=True)
@@ -282,13 +288,20 @@ class _CARLBase(BaseEstimator):
         texts = check_texts(X, min_samples=2, owner=type(self).__name__)
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
+        distributed = self.distributed if isinstance(self.distributed, str) else bool(self.distributed)
+        parallel, device = _ddp.setup(distributed, resolve_device(self.device))
         seed, rng = self._seeds()
-        device = resolve_device(self.device)
+        if parallel is not None:  # one seed for all ranks: the same split, label temperature and permutations
+            seed = parallel.broadcast_int(seed)
+            rng = np.random.default_rng(seed)
+        world_size = 1 if parallel is None else parallel.world_size
         started = time.perf_counter()
         fork_devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
             prepared = self._prepare_targets(y, len(texts), rng)
+            if parallel is not None:
+                parallel.check_same("texts or labels", _data_checksum(texts, prepared.rows))
             tokenizer, network = self._initial_network(prepared.n_task_outputs)
             if self.compile:
                 network.compile_encoder()
@@ -306,7 +319,8 @@ class _CARLBase(BaseEstimator):
                                           prepared.task_targets[train_idx], tokenizer.pad_token_id,
                                           self.batch_size, device)
             label_temperature = self._label_temperature(prepared, train_idx, rng)
-            queue_size = min(self.queue_size, max(len(train_idx) - self.batch_size, 0))
+            # a step's batch is batch_size texts per rank
+            queue_size = min(self.queue_size, max(len(train_idx) - self.batch_size * world_size, 0))
             trainer = CARLTrainer(
                 network,
                 self._training_config(label_temperature, queue_size),
@@ -314,10 +328,13 @@ class _CARLBase(BaseEstimator):
                 self._make_perturber(tokenizer, train_tokens),
                 label_points=prepared.points,
                 label_dim=prepared.rows.shape[1],
-                steps_per_epoch=math.ceil(len(train_idx) / self.batch_size),
+                steps_per_epoch=math.ceil(len(train_idx) / (self.batch_size * world_size)),
                 pad_id=tokenizer.pad_token_id,
                 task=prepared.task(train_idx, val_idx, device),
+                parallel=parallel,
             )
+            if parallel is not None:  # dropout and perturbations differ between ranks, as their data do
+                torch.manual_seed(seed + parallel.rank)
             validation = None if val_idx is None else (tokens.subset(val_idx), prepared.rows[val_idx])
             history = trainer.fit(train_tokens, prepared.rows[train_idx], rng, validation)
 
@@ -514,6 +531,14 @@ class _CARLBase(BaseEstimator):
             network = torch.load(io.BytesIO(state["network_"]), map_location=device, weights_only=False)
             state["network_"], state["encoder_"], state["device_"] = network, network.encoder, device
         super().__setstate__(state)
+
+
+def _data_checksum(texts, rows: np.ndarray) -> int:
+    """A digest of the training data that is the same in every process (``hash`` of a str is salted)."""
+    digest = zlib.crc32(len(texts).to_bytes(8, "little"))
+    for text in texts:
+        digest = zlib.crc32(text.encode("utf-8", "surrogatepass"), digest)
+    return zlib.crc32(np.ascontiguousarray(rows, dtype=np.float64).tobytes(), digest)
 
 
 def _warn_truncated(n_truncated: int, n_texts: int, max_length: int, limit: int | None = None) -> None:

@@ -76,6 +76,14 @@ CARL_PARAMETERS = """\
         Run the encoder through :func:`torch.compile` (dynamic shapes) during ``fit`` and inference. The
         first batches pay the compilation; it pays off on GPUs and long runs. The compiled function is not
         pickled or saved: a loaded model compiles again on first use.
+    distributed : "auto" or bool, default="auto"
+        Data-parallel training over ``torch.distributed`` (DistributedDataParallel). ``"auto"`` trains
+        data-parallel when this process is one of several ranks: a default process group is initialised, or
+        ``torchrun`` started the script (``fit`` then initialises the group: NCCL on CUDA, Gloo on the CPU).
+        Every rank passes the same texts and labels to ``fit``; each step gives every rank ``batch_size`` of
+        them, so a step covers ``batch_size`` × world size texts. Each CUDA rank takes GPU ``LOCAL_RANK``.
+        ``True`` requires such a launch; ``False`` trains this process alone (e.g. one search per rank).
+        See the "Scaling out" guide.
     validation_fraction : float in (0, 1) or None, default=None
         Hold out this fraction of the texts; after every epoch their contrastive loss is measured, training
         stops after ``n_iter_no_change`` epochs without improvement, and the best epoch's weights are kept.

@@ -90,6 +90,10 @@ def _fit(args) -> int:
     else:
         y = _label_column(data, args.label_col, args.data)
     estimator.fit(texts, y)
+    from .distributed import is_main_process
+
+    if not is_main_process():  # under torchrun every rank ends with the same model; rank 0 writes it
+        return 0
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"text_col": args.text_col, "va_cols": args.va_cols, "label_col": args.label_col,
                 "label_sep": args.label_sep}

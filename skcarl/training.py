@@ -17,6 +17,7 @@ losses (see :meth:`CARLTrainer.training_step`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -197,6 +198,80 @@ def _parameter_groups(network, label_points, config: TrainingConfig):
     return [g for g in groups if g["params"]]
 
 
+class _Kept:
+    """A tensor handed out of ``forward`` untouched. DistributedDataParallel passes the tensors a forward
+    returns through an identity function of its own; the gradient that ``retain_grad`` keeps (the saliency)
+    lands on the original, which only this wrapper reaches."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+
+class QueryModel(torch.nn.Module):
+    """The trained modules of a step behind one ``forward`` per pass: ``model(part, *args)``.
+
+    DistributedDataParallel exchanges the gradients of what its module's ``forward`` computed; a step that
+    called the network's parts (``embed``, ``encode``, ...) directly would bypass it. Each pass of the query
+    side is therefore one call, and it includes the label points (the class anchors can be learnt) and the
+    task head. A single process calls the same module unwrapped, so both run the same code.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from transformers import BertConfig, BertModel
+    >>> from skcarl.network import CARLNetwork
+    >>> from skcarl.training import QueryModel
+    >>> from skcarl.va_labels import ContinuousLabels
+    >>> encoder = BertModel(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+    ...                                intermediate_size=16))
+    >>> model = QueryModel(CARLNetwork(encoder, projection_dim=4), ContinuousLabels())
+    >>> ids, mask = torch.tensor([[2, 7, 8, 3]]), torch.ones(1, 4, dtype=torch.bool)
+    >>> embeds, sentence, queries, task_outputs, points = model("contrastive", ids, mask, torch.zeros(3, 2),
+    ...                                                         False, False)
+    >>> embeds.tensor.shape, queries.shape, task_outputs, points.shape
+    (torch.Size([1, 4, 8]), torch.Size([1, 4]), None, torch.Size([3, 2]))
+    """
+
+    def __init__(self, network, label_points):
+        super().__init__()
+        self.network = network
+        self.label_points = label_points
+
+    def forward(self, part: str, *args):
+        return getattr(self, part)(*args)
+
+    def contrastive(self, ids, mask, candidate_rows, keep_saliency: bool, with_task: bool):
+        """The L_cont pass: input embeddings (kept), sentence vectors, queries, task outputs, candidate points."""
+        net = self.network
+        embeds = net.embed(ids)
+        if keep_saliency:
+            embeds.retain_grad()
+        sentence = net.sentence(net.encode(embeds, mask), mask)
+        queries = net.project(sentence)
+        return _Kept(embeds), sentence, queries, self._task(sentence, with_task), self.label_points(candidate_rows)
+
+    def detection(self, ids, mask, shift):
+        """The L_det pass of the per-step mode: token logits on the perturbed sentences."""
+        embeds = self.network.embed(ids)
+        if shift is not None:
+            embeds = shift(embeds)
+        return self.network.detect(self.network.encode(embeds, mask))
+
+    def one_pass(self, perturbed_ids, mask, candidate_rows, with_task: bool):
+        """The single pass of ``saliency_refresh="cached"``: what both passes above return, at once."""
+        net = self.network
+        embeds = net.embed(perturbed_ids)
+        embeds.retain_grad()
+        hidden = net.encode(embeds, mask)
+        sentence = net.sentence(hidden, mask)
+        queries = net.project(sentence)
+        return (_Kept(embeds), net.detect(hidden), sentence, queries, self._task(sentence, with_task),
+                self.label_points(candidate_rows))
+
+    def _task(self, sentence, with_task):
+        return self.network.task_head(sentence) if with_task else None
+
+
 class CARLTrainer:
     """Owns everything that exists only while training: key encoder, queue, optimizer, schedule.
 
@@ -217,6 +292,9 @@ class CARLTrainer:
         Maps a text's label row (what the queue stores) to its point in the [0, 1] label space that L_cont
         compares: the identity for continuous labels (the default), the VA anchors of its classes for class
         labels.
+    parallel : skcarl._ddp.DataParallel or None
+        The process group of a data-parallel fit; None for one process. The query side then runs inside
+        DistributedDataParallel, and each step gathers every rank's keys and label rows (MoCo).
 
     Examples
     --------
@@ -243,7 +321,7 @@ class CARLTrainer:
 
     def __init__(self, network, config: TrainingConfig, device: torch.device, perturber: TokenPerturber | None,
                  label_dim: int, steps_per_epoch: int, pad_id: int, task: SupervisedTask | None = None,
-                 label_points: torch.nn.Module | None = None):
+                 label_points: torch.nn.Module | None = None, parallel=None):
         self.pad_id = pad_id
         self.network = network.to(device)
         self.label_points = (label_points if label_points is not None else ContinuousLabels()).to(device)
@@ -252,6 +330,12 @@ class CARLTrainer:
         self.device = device
         self.perturber = perturber.to(device) if perturber is not None else None
         self.detection_on = perturber is not None and config.detection_weight > 0
+        self.parallel = parallel
+        self._pending_checks = []  # losses whose finiteness the ranks decide together (data-parallel only)
+        self.model = QueryModel(self.network, self.label_points)
+        if parallel is not None:
+            # wrapping broadcasts rank 0's weights, so the key encoder copied next starts equal on all ranks
+            self.model = parallel.wrap(self.model)
         self.key_network = make_key_network(self.network)
         if self.network.is_compiled:
             self.key_network.compile_encoder()
@@ -271,33 +355,39 @@ class CARLTrainer:
 
     # ------------------------------------------------------------------ the step
     def training_step(self, batch: dict, label_rows: torch.Tensor, task_targets: torch.Tensor | None = None,
-                      example_index=None) -> dict:
-        """One optimisation step; ``example_index`` (the texts' training indices) keys the saliency cache."""
+                      example_index=None, share=None) -> dict:
+        """One optimisation step; ``example_index`` (the texts' training indices) keys the saliency cache.
+
+        In a data-parallel fit ``batch`` is this rank's part of a global batch, described by ``share`` (a
+        :class:`skcarl._ddp.BatchShare`); the returned losses are this rank's means.
+        """
         if self.saliency_cache is not None:
-            return self._one_pass_step(batch, label_rows, task_targets, example_index)
-        net, cfg = self.network, self.config
+            return self._one_pass_step(batch, label_rows, task_targets, example_index, share)
+        cfg = self.config
         ids, mask, real = batch["input_ids"], batch["attention_mask"], batch["real_tokens"]
-        net.train()
+        self.network.train()
         self.key_network.train()
+        batch_rows, candidate_rows, queue_keys = self._candidates(label_rows, share)
 
-        # 1-2. Queries from the query encoder, keys from the momentum encoder on the same sentences.
-        with self.precision.autocast():
-            with record_function("carl/query_forward"):
-                embeds = net.embed(ids)
-                if self.detection_on:
-                    embeds.retain_grad()
-                sentence = net.sentence(net.encode(embeds, mask), mask)
-                queries = net.project(sentence)
-            keys = self._keys(ids, mask)
+        # With two passes the gradients are exchanged once, after the second backward (they add up locally).
+        with self._local_gradients(self.detection_on):
+            # 1-2. Queries from the query encoder, keys from the momentum encoder on the same sentences.
+            with self.precision.autocast():
+                with record_function("carl/query_forward"):
+                    embeds, sentence, queries, task_outputs, points = self.model(
+                        "contrastive", ids, mask, candidate_rows, self.detection_on, self.task is not None)
+                keys = self._keys(ids, mask)
 
-            # 3. L_cont over the candidates C = batch keys ∪ queue, compared at their VA points.
-            l_cont, l_task = self._sentence_losses(queries, keys, sentence, label_rows, task_targets)
-        with record_function("carl/backward_contrastive"):
-            self.precision.backward(self._weighted(l_cont, l_task))
+                # 3. L_cont over the candidates C = batch keys ∪ queue, compared at their VA points.
+                l_cont, l_task, batch_keys = self._sentence_losses(queries, keys, queue_keys, points,
+                                                                   task_outputs, task_targets, share)
+            with record_function("carl/backward_contrastive"):
+                self.precision.backward(self._scaled(self._weighted(l_cont, l_task), share))
 
         # 4. Perturbed token detection on the most salient tokens, saliency from the backward above.
         l_det = None
         if self.detection_on:
+            embeds = embeds.tensor
             grad = embeds.grad
             with record_function("carl/select_and_perturb"):
                 if cfg.token_selection == "saliency":
@@ -305,19 +395,19 @@ class CARLTrainer:
                 else:  # the random-selection ablation
                     scores = torch.rand(ids.shape, device=ids.device)
                 chosen = select_tokens(scores, real, cfg.perturb_ratio)
-                perturbed_embeds, was_perturbed = self._perturb(ids, chosen, real, grad)
+                perturbed_ids, shift, was_perturbed = self._perturb(ids, chosen, real, grad)
             with self.precision.autocast(), record_function("carl/detection_forward"):
-                logits = net.detect(net.encode(perturbed_embeds, mask))
+                logits = self.model("detection", perturbed_ids, mask, shift)
                 l_det = self.detection_loss(logits, was_perturbed, real)
             self._check_finite(l_det, "detection loss L_det")
             with record_function("carl/backward_detection"):
-                self.precision.backward(cfg.detection_weight * l_det)
+                self.precision.backward(self._scaled(cfg.detection_weight * l_det, share, per_token=True))
 
         # 5. θ ← AdamW(θ), ξ ← m·ξ + (1−m)·θ, enqueue the keys with their label rows.
-        self._update(keys, label_rows)
+        self._update(batch_keys, batch_rows)
         return self._loss_values(l_cont, l_det, l_task)
 
-    def _one_pass_step(self, batch, label_rows, task_targets, example_index) -> dict:
+    def _one_pass_step(self, batch, label_rows, task_targets, example_index, share=None) -> dict:
         """The step with ``saliency_refresh="cached"``: one pass of the query encoder serves both losses.
 
         1. choose each text's tokens by the saliency it had at its previous visit (at random on its first
@@ -333,9 +423,9 @@ class CARLTrainer:
         The stored saliency is that of the whole loss at the perturbed sentence, not of L_cont alone at the
         clean one: separating the two would cost the extra backward this mode exists to save.
         """
-        net, cfg = self.network, self.config
+        cfg = self.config
         ids, mask, real = batch["input_ids"], batch["attention_mask"], batch["real_tokens"]
-        net.train()
+        self.network.train()
         self.key_network.train()
 
         # 1. Tokens chosen by last visit's saliency.
@@ -347,29 +437,36 @@ class CARLTrainer:
             chosen = select_tokens(scores, real, cfg.perturb_ratio)
             perturbed_ids = self.perturber.replace_ids(ids, chosen)
             was_perturbed = perturbed_ids != ids
+        batch_rows, candidate_rows, queue_keys = self._candidates(label_rows, share)
 
         with self.precision.autocast():
             # 2. Keys from the clean sentences.
             keys = self._keys(ids, mask)
             # 3. One query pass over the perturbed sentences.
             with record_function("carl/query_forward"):
-                embeds = net.embed(perturbed_ids)
-                embeds.retain_grad()
-                hidden = net.encode(embeds, mask)
-                sentence = net.sentence(hidden, mask)
-                queries = net.project(sentence)
-                l_det = self.detection_loss(net.detect(hidden), was_perturbed, real)
-            l_cont, l_task = self._sentence_losses(queries, keys, sentence, label_rows, task_targets)
+                embeds, logits, sentence, queries, task_outputs, points = self.model(
+                    "one_pass", perturbed_ids, mask, candidate_rows, self.task is not None)
+                l_det = self.detection_loss(logits, was_perturbed, real)
+            l_cont, l_task, batch_keys = self._sentence_losses(queries, keys, queue_keys, points, task_outputs,
+                                                               task_targets, share)
         self._check_finite(l_det, "detection loss L_det")
 
         # 4. One backward; its input gradient is the saliency of the next visit.
         with record_function("carl/backward"):
-            self.precision.backward(self._weighted(l_cont, l_task) + cfg.detection_weight * l_det)
+            self.precision.backward(self._scaled(self._weighted(l_cont, l_task), share)
+                                    + self._scaled(cfg.detection_weight * l_det, share, per_token=True))
         with record_function("carl/select_and_perturb"):
-            self.saliency_cache.store(example_index, token_saliency(embeds.grad, embeds.detach(), cfg.saliency))
+            embeds = embeds.tensor
+            saliency = token_saliency(embeds.grad, embeds.detach(), cfg.saliency)
+            if share is None:
+                self.saliency_cache.store(example_index, saliency)
+            else:  # every rank keeps the whole global batch's saliency: a text's next visit may be elsewhere
+                width = self.saliency_cache.scores.shape[1]
+                saliency = torch.nn.functional.pad(saliency, (0, width - saliency.shape[1]))
+                self.saliency_cache.store(share.index, self.parallel.gather_rows(saliency, share.sizes))
 
         # 5. θ ← AdamW(θ), ξ ← m·ξ + (1−m)·θ, enqueue the keys with their label rows.
-        self._update(keys, label_rows)
+        self._update(batch_keys, batch_rows)
         return self._loss_values(l_cont, l_det, l_task)
 
     # ------------------------------------------------------------------ parts of the step
@@ -377,31 +474,61 @@ class CARLTrainer:
         with torch.no_grad(), record_function("carl/key_forward"):
             return self.key_network.query(ids, mask)
 
-    def _sentence_losses(self, queries, keys, sentence, label_rows, task_targets):
-        """L_cont over the candidates C = batch keys ∪ queue, and the supervised head's loss (or None)."""
+    def _candidates(self, label_rows, share):
+        """The label rows of the (global) batch; those followed by the queue's (the candidates' rows); the
+        queue's keys."""
+        queue_keys, queue_rows = self.queue.contents()
+        if share is not None:
+            label_rows = self.parallel.gather_rows(label_rows, share.sizes)
+        return label_rows, torch.cat([label_rows, queue_rows]), queue_keys
+
+    def _sentence_losses(self, queries, keys, queue_keys, points, task_outputs, task_targets, share):
+        """L_cont over the candidates C = batch keys ∪ queue, the supervised head's loss (or None), and the
+        batch keys (every rank's, in a data-parallel fit: MoCo's shuffle-free gather)."""
         with record_function("carl/losses"):
-            queue_keys, queue_rows = self.queue.contents()
-            points = self.label_points(torch.cat([label_rows, queue_rows]))
-            l_cont = self.contrastive_loss(queries, torch.cat([keys, queue_keys]), points[: len(queries)], points)
+            offset = 0
+            if share is not None:
+                keys, offset = self.parallel.gather_rows(keys, share.sizes), share.offset
+            candidates = torch.cat([keys, queue_keys])
+            l_cont = self.contrastive_loss(queries, candidates, points[offset: offset + len(queries)], points)
             l_task = None
-            if self.task is not None:  # the supervised head shares this forward and backward
-                l_task = self.task.loss(self.network.task_head(sentence), task_targets)
+            if task_outputs is not None:  # the supervised head shares this forward and backward
+                l_task = self.task.loss(task_outputs, task_targets)
         self._check_finite(l_cont, "contrastive loss L_cont")
         if l_task is not None:
             self._check_finite(l_task, "supervised loss of the prediction head")
-        return l_cont, l_task
+        return l_cont, l_task, keys
+
+    def _local_gradients(self, accumulate: bool):
+        """Keep this pass's gradients on this rank (``no_sync``); a later pass exchanges the sum."""
+        if self.parallel is None or not accumulate:
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+    def _scaled(self, loss, share, per_token: bool = False):
+        """A rank's mean loss weighted by its share of the global batch (texts, or real tokens for L_det).
+
+        DistributedDataParallel averages the ranks' gradients; with this weight the average is the gradient
+        of the global batch's mean loss, also when the parts differ in size.
+        """
+        if share is None:
+            return loss
+        fraction = share.token_fraction if per_token else share.text_fraction
+        return loss * (self.parallel.world_size * fraction)
 
     def _weighted(self, l_cont, l_task):
         return l_cont if l_task is None else l_cont + self.task.weight * l_task
 
     def _perturb(self, ids, chosen, real, grad):
-        """The perturbed input embeddings and which tokens now differ from the original."""
+        """The ids to embed, the shift of their embeddings (adversarial only) and which tokens now differ."""
         if self.perturber.kind == "adversarial":
-            return self.perturber.shift_embeddings(self.network.embed(ids), grad, chosen, real), chosen
+            return ids, functools.partial(self.perturber.shift_embeddings, grad=grad, chosen=chosen, real=real), chosen
         perturbed_ids = self.perturber.replace_ids(ids, chosen)
-        return self.network.embed(perturbed_ids), perturbed_ids != ids
+        return perturbed_ids, None, perturbed_ids != ids
 
     def _update(self, keys, label_rows) -> None:
+        if self.parallel is not None:
+            self._agree_finite()
         with record_function("carl/optimizer"):
             self.precision.step(self.optimizer, self._trained_parameters(), self.config.max_grad_norm)
             self.scheduler.step()
@@ -426,11 +553,29 @@ class CARLTrainer:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def _check_finite(self, loss: torch.Tensor, name: str) -> None:
+        if self.parallel is not None:
+            # a rank that raised alone would leave the others waiting in the next collective
+            self._pending_checks.append((loss.detach(), name))
+            return
         if not torch.isfinite(loss.detach()):
-            raise FloatingPointError(
-                f"The {name} became {float(loss.detach())} at training step {self.global_step + 1}; the weights "
-                "were not updated by this step. Lower learning_rate, raise temperature, or set use_amp=False."
-            )
+            raise FloatingPointError(self._non_finite_message(f"The {name} became {float(loss.detach())}"))
+
+    def _agree_finite(self) -> None:
+        """Raise on every rank, before the optimizer step, when a loss was not finite on any rank."""
+        checks, self._pending_checks = self._pending_checks, []
+        bad = [f"The {name} became {float(loss)}" for loss, name in checks if not torch.isfinite(loss)]
+        if not self.parallel.all_finite(not bad):
+            raise FloatingPointError(self._non_finite_message(bad[0] if bad else "A loss became non-finite on "
+                                                              "another rank"))
+
+    def _non_finite_message(self, what: str) -> str:
+        return (f"{what} at training step {self.global_step + 1}; the weights were not updated by this step. "
+                "Lower learning_rate, raise temperature, or set use_amp=False.")
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process shows progress (the only one in a single-process fit, rank 0 otherwise)."""
+        return self.parallel is None or self.parallel.is_main
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
@@ -471,26 +616,46 @@ class CARLTrainer:
         history, best_loss, best_state, epochs_without_gain = [], math.inf, None, 0
         if cfg.saliency_refresh == "cached" and self.detection_on:
             self.saliency_cache = SaliencyCache(len(tokens), int(tokens.lengths.max()), self.device)
+        parallel, real_counts = self.parallel, None
+        global_batch = cfg.batch_size * (1 if parallel is None else parallel.world_size)
+        if parallel is not None:
+            real_counts = np.array([len(s) - sum(s) for s in tokens.special_tokens_mask])
         for epoch in range(1, cfg.max_epochs + 1):
             started = time.perf_counter()
+            # the same permutation on every rank (one seed); each rank then takes its part of every batch
             order = rng.permutation(len(tokens))
-            batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+            batches = [order[i:i + global_batch] for i in range(0, len(order), global_batch)]
             sums: dict[str, float] = {}
+            n_seen = 0
             bar = tqdm(batches, desc=f"CARL epoch {epoch}/{cfg.max_epochs}", unit="batch",
-                       disable=cfg.verbose < 1, leave=cfg.verbose >= 2)
+                       disable=cfg.verbose < 1 or not self.is_main, leave=cfg.verbose >= 2)
             for index in bar:
-                targets = self.task.targets[index] if self.task is not None else None
-                step = self.training_step(pad_batch(tokens, index, self.pad_id, self.device), rows[index], targets,
-                                          example_index=index)
-                for key, value in step.items():
-                    sums[key] = sums.get(key, 0.0) + value * len(index)
+                share = None if parallel is None else parallel.share(index, order, real_counts)
+                local = index if share is None else share.local_index
+                targets = self.task.targets[local] if self.task is not None else None
+                step = self.training_step(pad_batch(tokens, local, self.pad_id, self.device), rows[local], targets,
+                                          example_index=local, share=share)
+                counted, n_batch = step, len(index)
+                if share is not None:
+                    counted = share.contributions(step, cfg.detection_weight,
+                                                     None if self.task is None else self.task.weight)
+                    n_batch = len(share.index)
+                for key, value in counted.items():
+                    sums[key] = sums.get(key, 0.0) + value * n_batch
+                n_seen += n_batch
                 bar.set_postfix({k: f"{v:.4f}" for k, v in step.items() if k != "loss"})
-            record = {"epoch": epoch, **{k: v / len(tokens) for k, v in sums.items()}}
+            if parallel is not None:
+                sums = parallel.sum_floats(sums)
+            record = {"epoch": epoch, **{k: v / n_seen for k, v in sums.items()}}
             if validation is not None:
-                record["validation_loss"] = self.validation_loss(validation[0], val_rows)
+                if parallel is None:
+                    record["validation_loss"] = self.validation_loss(validation[0], val_rows)
+                else:  # measured once, on rank 0, so that every rank takes the same early-stopping decision
+                    value = self.validation_loss(validation[0], val_rows) if self.is_main else math.nan
+                    record["validation_loss"] = parallel.from_main(value)
             record["duration"] = time.perf_counter() - started
             history.append(record)
-            if cfg.verbose >= 1:
+            if cfg.verbose >= 1 and self.is_main:
                 tqdm.write("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             if validation is None:
                 self.best_epoch = epoch  # without a validation split the last epoch is kept

@@ -9,15 +9,18 @@ WORDS = (
 ).split()
 
 
-def tiny_bert_folder(path, hidden_size=32, layers=1, seed=0):
-    """Write a randomly initialised 1-layer BERT and its tokenizer to ``path``; return ``path``."""
+def tiny_bert_folder(path, hidden_size=32, layers=1, seed=0, **config):
+    """Write a randomly initialised 1-layer BERT and its tokenizer to ``path``; return ``path``.
+
+    ``config``: more ``BertConfig`` settings, e.g. ``hidden_dropout_prob=0.0``."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
     tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=64)
+                        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=64,
+                        **config)
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
