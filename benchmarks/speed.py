@@ -534,6 +534,8 @@ def markdown(results: dict) -> str:
     lines = [f"### {meta['tag']}: {meta['device']} — {meta['date']}", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}; torch {meta['torch']}, "
              f"transformers {meta['transformers']}; backbone `{meta['backbone']}`.", ""]
+    if meta.get("note"):
+        lines += [f"Note: {meta['note']}.", ""]
     if "step" in results:
         s = results["step"]
         lines += [f"**Training step** (batch {s['batch_size']}, max_length {s['max_length']}, "

@@ -38,6 +38,7 @@ exclude_patterns = [
     "**/_build",
     "make_figures.py",
     "images",
+    "performance/*.md",  # generated tables, included by performance.md
     "Thumbs.db",
     ".DS_Store",
     "**/.ipynb_checkpoints",
