@@ -27,6 +27,13 @@ def tiny_bert_folder(path, hidden_size=32, layers=1, seed=0, **config):
     return str(path)
 
 
+# Six short texts with VA labels in [0, 1], for tests that drive single training steps.
+STEP_TEXTS = ["i feel happy joy great", "the day was very sad and gloomy today", "angry", "calm quiet love",
+              "i feel tired bored sad", "excited thrilled"]
+STEP_LABELS = np.array([[0.9, 0.8], [0.1, 0.3], [0.2, 0.9], [0.8, 0.2], [0.15, 0.2], [0.85, 0.95]],
+                       dtype=np.float32)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory):
     return tiny_bert_folder(tmp_path_factory.mktemp("tiny-bert"))

@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import STEP_LABELS, STEP_TEXTS
 
 from skcarl import CARLEmbedder, CARLRegressor
 from skcarl.backbone import load_backbone
@@ -17,9 +18,7 @@ from skcarl.perturbation import TokenPerturber
 from skcarl.tokens import pad_batch, tokenize
 from skcarl.training import CARLTrainer, SaliencyCache, TrainingConfig
 
-TEXTS = ["i feel happy joy great", "the day was very sad and gloomy today", "angry", "calm quiet love",
-         "i feel tired bored sad", "excited thrilled"]
-LABELS = np.array([[0.9, 0.8], [0.1, 0.3], [0.2, 0.9], [0.8, 0.2], [0.15, 0.2], [0.85, 0.95]], dtype=np.float32)
+TEXTS, LABELS = STEP_TEXTS, STEP_LABELS
 
 
 @pytest.fixture(scope="module")

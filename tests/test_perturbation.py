@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import STEP_LABELS, STEP_TEXTS
 from torch import nn
 
 import skcarl.training as training
@@ -288,9 +289,7 @@ def test_perturber_candidates_exclude_special_ids():
 
 
 # ---------------------------------------------------------------------------------------------- end to end
-TEXTS = ["i feel happy joy great", "the day was very sad and gloomy today", "angry", "calm quiet love",
-         "i feel tired bored sad", "excited thrilled"]
-LABELS = np.array([[0.9, 0.8], [0.1, 0.3], [0.2, 0.9], [0.8, 0.2], [0.15, 0.2], [0.85, 0.95]], dtype=np.float32)
+TEXTS, LABELS = STEP_TEXTS, STEP_LABELS
 
 
 @pytest.fixture(scope="module")
