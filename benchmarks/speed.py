@@ -508,7 +508,7 @@ def section_gpu(args, device, results):
         for _ in range(args.transform_repeats + 1):
             sync(device)
             started = time.perf_counter()
-            with MixedPrecision(device, amp).autocast():
+            with MixedPrecision(device, amp, training=False).autocast():
                 embed_texts(network, tokenizer, texts, max_length=args.max_length, batch_size=args.gpu_batch_size,
                             device=device)
             sync(device)

@@ -424,7 +424,7 @@ class _CARLBase(BaseEstimator):
         """L2-normalised sentence embeddings (n, hidden) in the input order."""
         network = self._fitted_network()
         texts = check_texts(X)
-        with MixedPrecision(self.device_, getattr(self, "use_amp", False)).autocast():
+        with MixedPrecision(self.device_, getattr(self, "use_amp", False), training=False).autocast():
             embeddings, n_truncated = embed_texts(network, self.tokenizer_, texts, max_length=self._max_tokens(network),
                                                   batch_size=self.batch_size, device=self.device_)
         _warn_truncated(n_truncated, len(texts), self.max_length, self._max_tokens(network))
@@ -435,7 +435,7 @@ class _CARLBase(BaseEstimator):
         """Raw outputs of the prediction head (n, n_task_outputs), in the input order."""
         network = self._fitted_network()
         texts = check_texts(X)
-        with MixedPrecision(self.device_, getattr(self, "use_amp", False)).autocast():
+        with MixedPrecision(self.device_, getattr(self, "use_amp", False), training=False).autocast():
             outputs, n_truncated = map_texts(network.predict_outputs, network.task_head.out_features,
                                              self.tokenizer_, texts, max_length=self._max_tokens(network),
                                              batch_size=self.batch_size, device=self.device_, network=network)

@@ -74,7 +74,7 @@ class MixedPrecision:
     """autocast + (for float16 only) a gradient scaler; a no-op off CUDA or when disabled.
 
     ``use_amp``: ``False``; ``True`` (bfloat16 where the GPU supports it, else float16); or the name of
-    the dtype, ``"bfloat16"`` or ``"float16"``.
+    the dtype, ``"bfloat16"`` or ``"float16"``. ``training=False`` (inference) makes no gradient scaler.
 
     Examples
     --------
@@ -84,7 +84,7 @@ class MixedPrecision:
     False
     """
 
-    def __init__(self, device: torch.device, use_amp):
+    def __init__(self, device: torch.device, use_amp, training: bool = True):
         device = torch.device(device)
         self.enabled = use_amp is not False and device.type == "cuda"
         self.dtype = None
@@ -94,7 +94,7 @@ class MixedPrecision:
                 self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             else:
                 self.dtype = AMP_DTYPES[use_amp]
-            if self.dtype == torch.float16:
+            if self.dtype == torch.float16 and training:  # inference has no gradients to scale
                 self.scaler = torch.amp.GradScaler("cuda")
 
     def autocast(self):
