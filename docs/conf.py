@@ -39,6 +39,7 @@ exclude_patterns = [
     "make_figures.py",
     "images",
     "performance/*.md",  # generated tables, included by performance.md
+    "benchmarks/*.md",  # generated tables, included by benchmarks.md
     "Thumbs.db",
     ".DS_Store",
     "**/.ipynb_checkpoints",

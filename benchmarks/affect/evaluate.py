@@ -1,0 +1,122 @@
+"""Scores of one trained model: linear probes on its embeddings, end-to-end predictions, embedding geometry.
+
+Every probe is fitted on the embeddings of the training texts the model itself was trained on (the same
+subsample for every method), chooses its regularisation by internal cross-validation on those texts only, and
+is scored on dev and test.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.spatial.distance import pdist
+from scipy.stats import pearsonr
+from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
+
+RIDGE_ALPHAS = np.logspace(-3, 3, 13)
+LOGISTIC_CS = np.logspace(-2, 3, 6)
+# Wang & Isola (2020): alignment with α = 2, uniformity with t = 2
+ALIGNMENT_ALPHA = 2
+UNIFORMITY_T = 2
+# positives for alignment: test pairs whose (valence, arousal) lie within this Euclidean distance on EmoBank's
+# 1-5 scale: 3% of the pairs of EmoBank test (0.2 would take 15%: its ratings crowd near the centre)
+POSITIVE_VA_DISTANCE = 0.1
+
+
+def va_scores(pred: np.ndarray, true: np.ndarray, prefix: str) -> dict:
+    """Pearson r and MAE of valence and arousal (columns 0 and 1)."""
+    scores = {}
+    for j, dim in enumerate("VA"):
+        scores[f"{prefix}r_{dim}"] = float(pearsonr(pred[:, j], true[:, j])[0])
+        scores[f"{prefix}mae_{dim}"] = float(mean_absolute_error(true[:, j], pred[:, j]))
+    return scores
+
+
+def class_scores(pred, true, prefix: str, f1=True) -> dict:
+    scores = {f"{prefix}acc": float(accuracy_score(true, pred))}
+    if f1:
+        scores[f"{prefix}f1"] = float(f1_score(true, pred, average="macro"))
+    return scores
+
+
+def va_probe(train_x, train_y, evals: dict) -> dict:
+    """RidgeCV from embeddings to (V, A); ``evals`` maps a split name to (x, y)."""
+    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(train_x, train_y)
+    scores = {}
+    for split, (x, y) in evals.items():
+        scores.update(va_scores(ridge.predict(x), y, f"{split}/probe/"))
+    return scores
+
+
+def class_probe(train_x, train_y, evals: dict, task: str, f1=True, seed=0) -> dict:
+    """LogisticRegressionCV (multinomial, C chosen by 3-fold CV on the training texts)."""
+    with warnings.catch_warnings():  # scikit-learn 1.8+ announces changes of defaults we do not rely on
+        warnings.simplefilter("ignore", FutureWarning)
+        model = LogisticRegressionCV(Cs=LOGISTIC_CS, cv=3, max_iter=2000, scoring="accuracy",
+                                     random_state=seed).fit(train_x, train_y)
+    scores = {}
+    for split, (x, y) in evals.items():
+        scores.update(class_scores(model.predict(x), y, f"{split}/{task}/", f1=f1))
+    return scores
+
+
+def alignment_uniformity(embeddings: np.ndarray, va: np.ndarray, max_distance=POSITIVE_VA_DISTANCE) -> dict:
+    """Alignment (over pairs within ``max_distance`` in VA) and uniformity of L2-normalised embeddings.
+
+    alignment = E_{(x, y) positive} ‖f(x) − f(y)‖², uniformity = log E_{x, y} exp(−2‖f(x) − f(y)‖²), over
+    distinct pairs. Lower is better for both (Wang & Isola 2020). ``va_gap`` is the mean squared distance of
+    the other pairs minus alignment: how much closer VA neighbours sit than the rest.
+    """
+    x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
+    sq = pdist(x, "sqeuclidean")
+    positive = pdist(va, "euclidean") < max_distance
+    if not positive.any():
+        raise ValueError(f"no pair of texts lies within {max_distance} in VA")
+    alignment = float(np.mean(sq[positive] ** (ALIGNMENT_ALPHA / 2)))
+    uniformity = float(np.log(np.mean(np.exp(-UNIFORMITY_T * sq))))
+    return {"test/geometry/alignment": alignment, "test/geometry/uniformity": uniformity,
+            "test/geometry/va_gap": float(np.mean(sq[~positive]) - np.mean(sq[positive])),
+            "test/geometry/n_positive_pairs": int(positive.sum())}
+
+
+def evaluate_emobank(model, corpus, seed, splits=("dev", "test")) -> tuple[dict, np.ndarray | None]:
+    """All EmoBank scores on ``splits`` of a model trained on ``corpus.frames['train']``; also the test
+    embeddings (None when test is not scored or the features are not embeddings)."""
+    frames = corpus.frames
+    feats = {split: model.transform(frames[split]["text"].tolist()) for split in ("train", *splits)}
+    va = {split: frames[split][["V", "A"]].to_numpy(float) for split in feats}
+    scores = va_probe(feats["train"], va["train"], {s: (feats[s], va[s]) for s in splits})
+    polar = {s: frames[s]["polarity"].to_numpy() >= 0 for s in feats}
+    scores.update(class_probe(feats["train"][polar["train"]], frames["train"]["polarity"][polar["train"]],
+                              {s: (feats[s][polar[s]], frames[s]["polarity"][polar[s]]) for s in splits},
+                              "polarity", f1=False, seed=seed))
+    test_embeddings = None
+    if model.dense and "test" in splits:
+        test_embeddings = np.asarray(feats["test"], dtype=np.float32)
+        scores.update(alignment_uniformity(test_embeddings, va["test"]))
+    if model.predicts:
+        for split in splits:
+            scores.update(va_scores(model.predict(frames[split]["text"].tolist()), va[split], f"{split}/e2e/"))
+    return scores, test_embeddings
+
+
+def evaluate_goemotions(model, corpus, seed, splits=("dev", "test")) -> dict:
+    """All GoEmotions scores on ``splits`` of a model trained on ``corpus.frames['train']`` (Ekman labels)."""
+    frames = corpus.frames
+    feats = {split: model.transform(frames[split]["text"].tolist()) for split in ("train", *splits)}
+    scores = {}
+    ekman = {s: frames[s]["ekman"].notna().to_numpy() for s in feats}
+    scores.update(class_probe(feats["train"][ekman["train"]], frames["train"]["ekman"][ekman["train"]],
+                              {s: (feats[s][ekman[s]], frames[s]["ekman"][ekman[s]]) for s in splits},
+                              "ekman", seed=seed))
+    polar = {s: frames[s]["polarity"].notna().to_numpy() for s in feats}
+    scores.update(class_probe(feats["train"][polar["train"]], frames["train"]["polarity"][polar["train"]],
+                              {s: (feats[s][polar[s]], frames[s]["polarity"][polar[s]]) for s in splits},
+                              "polarity", f1=False, seed=seed))
+    if model.predicts:
+        for split in splits:
+            rows = frames[split][ekman[split]]
+            scores.update(class_scores(model.predict(rows["text"].tolist()), rows["ekman"], f"{split}/e2e/"))
+    return scores

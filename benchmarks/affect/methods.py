@@ -1,0 +1,173 @@
+"""The methods of the suite: baselines, CARL with the estimators' defaults, and CARL's ablations.
+
+Every trained method gets the same :class:`Budget` (backbone, epochs, batch size, maximum length, learning
+rates) and seed. CARL is ``CARLEmbedder`` with its *defaults*, only the budget set, so a change of default
+shows here; each ablation changes one parameter of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
+from skcarl.backbone import DEFAULT_BACKBONE
+
+from .baselines import FrozenEncoder, PlainFineTuning, TfidfModel
+
+
+@dataclass(frozen=True)
+class Budget:
+    backbone: str = DEFAULT_BACKBONE
+    device: str = "auto"
+    use_amp: bool | str = True
+    epochs: int = 1
+    batch_size: int = 32
+    max_length: int = 64
+    learning_rate: float = CARLEmbedder().learning_rate
+    head_learning_rate: float = CARLEmbedder().head_learning_rate
+    weight_decay: float = CARLEmbedder().weight_decay
+    warmup_ratio: float = CARLEmbedder().warmup_ratio
+    max_grad_norm: float | None = CARLEmbedder().max_grad_norm
+
+    def carl_params(self, seed) -> dict:
+        return dict(model_name_or_path=self.backbone, device=self.device, use_amp=self.use_amp,
+                    max_epochs=self.epochs, batch_size=self.batch_size, max_length=self.max_length,
+                    learning_rate=self.learning_rate, head_learning_rate=self.head_learning_rate,
+                    weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
+                    max_grad_norm=self.max_grad_norm, random_state=seed)
+
+    def as_dict(self):
+        return asdict(self)
+
+
+class CARLModel:
+    """A CARL estimator fitted on the corpus' own labels: (V, A) on EmoBank, Ekman groups on GoEmotions
+    (placed on the VA plane by skcarl's VA labeling system)."""
+
+    dense = True
+
+    def __init__(self, budget, task, seed, estimator="embedder", **params):
+        self.task = task
+        kind = {"embedder": CARLEmbedder, "e2e": CARLRegressor if task == "va" else CARLClassifier}[estimator]
+        self.predicts = estimator == "e2e"
+        self.estimator = kind(**{**budget.carl_params(seed), **params})
+
+    def fit(self, frame):
+        y = frame[["V", "A"]].to_numpy(float) if self.task == "va" else frame["ekman"].to_numpy(object)
+        self.estimator.fit(frame["text"].tolist(), y)
+        return self
+
+    def transform(self, texts):
+        return self.estimator.transform(texts)
+
+    def predict(self, texts):
+        return self.estimator.predict(texts)
+
+    def params(self) -> dict:
+        return {k: v for k, v in self.estimator.get_params().items() if k != "verbose"}
+
+    def training_record(self) -> dict:
+        """The last epoch's mean losses (for L_det: is the head better than always saying "not perturbed"?)."""
+        last = self.estimator.history_[-1]
+        return {f"train/{k}": float(last[k]) for k in ("contrastive_loss", "detection_loss", "task_loss")
+                if k in last}
+
+
+class DiscreteSupCon(CARLModel):
+    """The "discrete labels" baseline: supervised contrastive learning (Khosla et al. 2020) over bins.
+
+    EmoBank's (V, A) are cut into a 3 × 3 grid at the training texts' tertiles; GoEmotions uses its Ekman
+    groups. Each text's label is the one-hot row of its bin, and ``contrastive_loss="weighted_supcon"`` with
+    σ = 0.05 gives same-bin candidates weight 1 and all others exp(−2/(2·0.05²)) ≈ 0: SupCon exactly, with
+    CARL's momentum encoder and queue, and no detection. Against CARL it changes the labels (and drops
+    L_det, whose own effect is the λ = 0 ablation).
+    """
+
+    def __init__(self, budget, task, seed):
+        super().__init__(budget, task, seed, contrastive_loss="weighted_supcon", label_temperature=0.05,
+                         detection_weight=0.0)
+
+    def fit(self, frame):
+        if self.task == "va":
+            edges = [np.quantile(frame[d], [1 / 3, 2 / 3]) for d in "VA"]
+            bins = np.digitize(frame["V"], edges[0]) * 3 + np.digitize(frame["A"], edges[1])
+        else:
+            bins = np.unique(frame["ekman"], return_inverse=True)[1]
+        onehot = np.eye(bins.max() + 1)[bins]
+        self.estimator.fit(frame["text"].tolist(), onehot)
+        return self
+
+
+# λ of the ablations that study the detection task (token selection, operators): they set it explicitly, so
+# that they stay detection ablations whatever the default λ is.
+DETECTION_WEIGHT = 0.1
+
+ABLATIONS = {
+    "carl_no_queue": ("no momentum encoder, no queue (m = 0, K = 0)", dict(momentum=0.0, queue_size=0)),
+    "carl_label_temperature": ("τ_y = 0.05 instead of auto (≈ 0.02 on EmoBank)", dict(label_temperature=0.05)),
+    "carl_no_detection": ("no detection (λ = 0)", dict(detection_weight=0.0)),
+    "carl_detection": (f"with detection (λ = {DETECTION_WEIGHT})", dict(detection_weight=DETECTION_WEIGHT)),
+    "carl_random_tokens": ("random token selection", dict(detection_weight=DETECTION_WEIGHT, token_selection="random")),
+    "carl_op_random": ("operator: random replacement", dict(detection_weight=DETECTION_WEIGHT, perturbation="random")),
+    "carl_op_unigram": ("operator: unigram replacement",
+                        dict(detection_weight=DETECTION_WEIGHT, perturbation="unigram")),
+    "carl_op_mask": ("operator: [MASK]", dict(detection_weight=DETECTION_WEIGHT, perturbation="mask")),
+    "carl_op_adversarial": ("operator: adversarial shift",
+                            dict(detection_weight=DETECTION_WEIGHT, perturbation="adversarial")),
+    "carl_loss_soft_infonce": ("loss: soft InfoNCE", dict(contrastive_loss="soft_infonce")),
+    "carl_loss_weighted_supcon": ("loss: weighted SupCon", dict(contrastive_loss="weighted_supcon")),
+    "carl_loss_rank_n_contrast": ("loss: Rank-N-Contrast", dict(contrastive_loss="rank_n_contrast")),
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    group: str  # "baseline", "carl" or "ablation"
+    build: object
+    seeded: bool = True  # False: the result does not depend on the seed, run once
+
+    def make(self, budget, task, seed):
+        return self.build(budget, task, seed)
+
+
+def with_learning_rate(build, learning_rate):
+    """``build`` with its own encoder learning rate instead of the budget's."""
+    if learning_rate is None:
+        return build
+    return lambda budget, task, seed: build(replace(budget, learning_rate=learning_rate), task, seed)
+
+
+def _carl(**params):
+    return lambda budget, task, seed: CARLModel(budget, task, seed, **params)
+
+
+def all_methods(learning_rates=None) -> dict[str, Method]:
+    """Every method, by name. ``learning_rates`` maps "plain" and "supcon_bins" to their own encoder learning
+    rate (chosen on dev like CARL's, which is the budget's); a missing one takes the budget's."""
+    learning_rates = learning_rates or {}
+    methods = [
+        Method("tfidf", "TF-IDF + linear model", "baseline", TfidfModel, seeded=False),
+        Method("frozen", "frozen encoder", "baseline", FrozenEncoder, seeded=False),
+        Method("plain", "plain fine-tuning (MSE / cross-entropy head)", "baseline",
+               with_learning_rate(PlainFineTuning, learning_rates.get("plain"))),
+        Method("supcon_bins", "SupCon on discrete labels (VA bins / classes)", "baseline",
+               with_learning_rate(DiscreteSupCon, learning_rates.get("supcon_bins"))),
+        Method("carl", "CARL (CARLEmbedder defaults)", "carl", _carl()),
+        Method("carl_e2e", "CARLRegressor / CARLClassifier", "carl", _carl(estimator="e2e")),
+    ]
+    defaults = CARLEmbedder().get_params()
+    seen = [defaults]
+    for name, (label, params) in ABLATIONS.items():
+        # an ablation that computes what the CARL row or an earlier ablation computes (it sets defaults) is skipped
+        effective = {**defaults, **params}
+        if effective not in seen:
+            seen.append(effective)
+            methods.append(Method(name, label, "ablation", _carl(**params)))
+    return {m.name: m for m in methods}
+
+
+MAIN_METHODS = ("tfidf", "frozen", "plain", "supcon_bins", "carl", "carl_e2e")

@@ -1,0 +1,145 @@
+"""The affect benchmark suite (benchmarks/affect) end to end on small synthetic corpora and a tiny encoder."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.affect.__main__ import main
+from benchmarks.affect.evaluate import alignment_uniformity
+from benchmarks.affect.methods import all_methods
+from benchmarks.affect.suite import PROFILES
+from benchmarks.affect.tasks import emobank_corpus, goemotions_corpus
+from benchmarks.data import DataNotFoundError
+
+EMOTIONS = ("admiration amusement anger annoyance approval caring confusion curiosity desire disappointment "
+            "disapproval disgust embarrassment excitement fear gratitude grief joy love nervousness optimism pride "
+            "realization relief remorse sadness surprise neutral").split()
+EKMAN = {"anger": ["anger", "annoyance", "disapproval"], "disgust": ["disgust"], "fear": ["fear", "nervousness"],
+         "joy": ["joy", "amusement", "approval", "excitement", "gratitude", "love", "optimism", "relief", "pride",
+                 "admiration", "desire", "caring"],
+         "sadness": ["sadness", "disappointment", "embarrassment", "grief", "remorse"],
+         "surprise": ["surprise", "realization", "confusion", "curiosity"]}
+SENTIMENT = {"positive": EKMAN["joy"], "negative": EKMAN["anger"] + EKMAN["disgust"] + EKMAN["fear"] + EKMAN["sadness"],
+             "ambiguous": EKMAN["surprise"]}
+# words of the tiny test vocabulary that give away valence (first) and arousal (second)
+VA_WORDS = {(4.5, 4.5): "thrilled", (4.5, 1.5): "calm", (1.5, 1.5): "gloomy", (1.5, 4.5): "furious"}
+CLASS_WORDS = {"joy": "happy", "anger": "angry", "sadness": "sad", "fear": "scared", "neutral": "table"}
+
+
+def write_data(root, n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    filler = "the a day was is it and my this so".split()
+    rows = []
+    for split, count in (("train", n), ("dev", n // 2), ("test", n // 2)):
+        for i in range(count):
+            (v, a), word = list(VA_WORDS.items())[i % 4]
+            words = [word, *rng.choice(filler, 4)]
+            rng.shuffle(words)
+            rows.append({"id": f"{split}{i}", "split": split, "V": np.clip(v + rng.normal(0, 0.4), 1, 5),
+                         "A": np.clip(a + rng.normal(0, 0.4), 1, 5), "D": 3.0, "text": " ".join(words)})
+    rows[0]["V"] = 3.0  # a midpoint text, left out of the polarity task
+    (root / "emobank").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(root / "emobank" / "emobank.csv", index=False)
+    go = root / "goemotions"
+    go.mkdir()
+    (go / "emotions.txt").write_text("\n".join(EMOTIONS))
+    (go / "ekman_mapping.json").write_text(json.dumps(EKMAN))
+    (go / "sentiment_dict.json").write_text(json.dumps(SENTIMENT))
+    classes = list(CLASS_WORDS)
+    for split, count in (("train", n), ("dev", n // 2), ("test", n // 2)):
+        lines = []
+        for i in range(count):
+            group = classes[i % len(classes)]
+            label = EMOTIONS.index(group if group != "neutral" else "neutral")
+            words = [CLASS_WORDS[group], *rng.choice(filler, 3)]
+            lines.append(f"{' '.join(words)}\t{label}\t{split}{i}")
+        lines.append(f"i feel joy and anger\t{EMOTIONS.index('joy')},{EMOTIONS.index('anger')}\tmixed")
+        lines.append(f"i feel joy and love\t{EMOTIONS.index('joy')},{EMOTIONS.index('love')}\tjoyful")
+        (go / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_data(tmp_path_factory.mktemp("affect-data"))
+
+
+def test_tasks_group_rows_as_documented(data_dir):
+    bank = emobank_corpus(data_dir)
+    assert bank.frames["train"]["polarity"].iloc[0] == -1  # V = 3 exactly: no side
+    assert set(bank.frames["test"]["polarity"]) <= {0, 1}
+    go = goemotions_corpus(data_dir)
+    train = go.frames["train"]
+    assert "i feel joy and anger" not in train["text"].tolist()  # spans two Ekman groups
+    assert train.set_index("text").loc["i feel joy and love", "ekman"] == "joy"
+    assert train.set_index("text").loc["i feel joy and love", "polarity"] == "positive"
+    test = go.frames["test"].set_index("text")
+    assert pd.isna(test.loc["i feel joy and anger", "ekman"]) and pd.isna(test.loc["i feel joy and anger", "polarity"])
+
+
+def test_missing_data_says_where_it_looked(tmp_path):
+    with pytest.raises(DataNotFoundError, match="--data-dir"):
+        goemotions_corpus(tmp_path)
+    with pytest.raises(DataNotFoundError, match="emobank.csv"):
+        emobank_corpus(tmp_path)
+
+
+def test_alignment_and_uniformity_by_hand():
+    x = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    va = np.array([[1.0, 1.0], [1.05, 1.0], [5.0, 5.0]])
+    scores = alignment_uniformity(x, va, max_distance=0.1)
+    assert scores["test/geometry/alignment"] == 0.0  # the one positive pair coincides
+    # pairs' squared distances 0, 2, 2: log mean exp(-2 d²)
+    assert scores["test/geometry/uniformity"] == pytest.approx(np.log((1 + 2 * np.exp(-4)) / 3))
+    assert scores["test/geometry/va_gap"] == pytest.approx(2.0)
+
+
+def test_suite_runs_every_method_writes_its_table_and_resumes(data_dir, tiny_bert, tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = ["--profile", "cpu", "--seeds", "0,1", "--backbone", tiny_bert, "--device", "cpu", "--batch-size", "16",
+            "--data-dir", str(data_dir), "--out", str(out), "--work-dir", str(work), "--tag", "t"]
+    assert main(argv) == 0
+    report = json.loads((out / "affect-t.json").read_text())
+    runs = {(r["corpus"], r["method"], r["seed"]): r for r in report["runs"]}
+    methods = all_methods()
+    for corpus in ("emobank", "goemotions"):
+        for name in (n for n in PROFILES["cpu"].methods_for(corpus) if n in methods):
+            for seed in (0, 1) if methods[name].seeded else (0,):
+                assert runs.pop((corpus, name, seed))["error"] is None, (corpus, name, seed)
+    assert not runs  # nothing beyond the profile's methods
+    runs = {(r["corpus"], r["method"], r["seed"]): r for r in report["runs"]}
+    assert set(methods) <= set(PROFILES["cpu"].methods_for("emobank"))  # every method and ablation on EmoBank
+    # the words give the labels away, so the lexical baseline must find them
+    assert runs[("emobank", "tfidf", 0)]["scores"]["test/probe/r_V"] > 0.8
+    assert runs[("goemotions", "tfidf", 0)]["scores"]["test/ekman/acc"] > 0.9
+    assert "test/e2e/r_V" in runs[("emobank", "carl_e2e", 0)]["scores"]
+    assert "test/e2e/acc" in runs[("goemotions", "plain", 1)]["scores"]
+    assert "test/geometry/alignment" in runs[("emobank", "carl", 0)]["scores"]
+    assert runs[("emobank", "carl", 0)]["scores"]["train/detection_loss"] > 0
+    assert runs[("emobank", "carl_no_detection", 1)]["scores"]["train/detection_loss"] == 0
+    assert "test/geometry/alignment" not in runs[("emobank", "tfidf", 0)]["scores"]
+    table = (out / "affect-t.md").read_text()
+    assert "ablation: random token selection" in table and " ± " in table
+    assert (out / "projection-t.png").stat().st_size > 0 and (out / "scores-t.png").stat().st_size > 0
+    # a second run reads every result back instead of training again
+    first = (work / "t").glob("*.json")
+    stamps = {p: p.stat().st_mtime_ns for p in first}
+    assert main(argv) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    again = json.loads((out / "affect-t.json").read_text())["runs"]
+    assert [r["scores"] for r in again] == [r["scores"] for r in report["runs"]]
+
+
+def test_tuning_scores_dev_only(data_dir, tiny_bert, tmp_path):
+    methods = "carl,detection_weight=0.5,plain learning_rate=2e-05,plain learning_rate=0.0002"
+    argv = ["--tune", "--corpora", "emobank", "--methods", methods, "--backbone", tiny_bert,
+            "--device", "cpu", "--batch-size", "16", "--data-dir", str(data_dir), "--out", str(tmp_path),
+            "--work-dir", str(tmp_path / "work")]
+    assert main(argv) == 0
+    runs = json.loads((tmp_path / "affect-tune-cpu.json").read_text())["runs"]
+    assert [r["method"] for r in runs] == methods.split(",")
+    assert all(r["scores"] and not any(k.startswith("test/") for k in r["scores"]) for r in runs)
+    # each learning rate is a run of its own, not the first one read back
+    assert runs[2]["scores"]["dev/probe/r_V"] != runs[3]["scores"]["dev/probe/r_V"]
