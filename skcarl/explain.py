@@ -60,7 +60,8 @@ def explain(estimator, texts, target=None, *, saliency=None, n_projections=16, r
     saliency : {"grad_norm", "grad_x_input"} or None, default=None
         How a token's gradient g_t = ∂f/∂E_t becomes a score, as in training: ``"grad_norm"`` is ‖g_t‖₂,
         ``"grad_x_input"`` is ``|<g_t, E_t>|`` (the first-order change of f if the word's embedding were
-        removed). ``None`` uses the estimator's own ``saliency`` parameter, the mechanism it trained with.
+        removed). ``None`` uses the estimator's own ``saliency`` parameter (the one it trained with when
+        detection was on).
     n_projections : int, default=16
         Embedder only: number of random projections in the estimate of ‖∂z/∂E_t‖_F.
     random_state : int, default=0

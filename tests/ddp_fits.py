@@ -24,7 +24,7 @@ def cases():
     """name -> (estimator class, parameters, kind of y); ``batch_size`` is set by the caller."""
     from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
 
-    common = dict(max_epochs=3, random_state=0, device="cpu", learning_rate=1e-3, queue_size=24)
+    common = dict(max_epochs=3, random_state=0, device="cpu", learning_rate=1e-3, queue_size=24, detection_weight=0.1)
     return {
         # deterministic given the weights: no dropout (in the model folder), mask tokens chosen by saliency
         "embedder": (CARLEmbedder, dict(common, perturbation="mask", validation_fraction=0.2, va_range=(1, 9)),

@@ -71,7 +71,8 @@ def test_roberta_family_works(tmp_path):
 
     texts = ["i feel happy today", "the day was sad", "a calm quiet night", "gloomy and sad"] * 4
     va = [[8, 6], [2, 3], [7, 2], [2, 2]] * 4
-    emb = CARLEmbedder(str(tmp_path), batch_size=4, max_epochs=1, queue_size=4, random_state=0).fit(texts, va)
+    emb = CARLEmbedder(str(tmp_path), batch_size=4, max_epochs=1, queue_size=4, random_state=0,
+                       detection_weight=0.1).fit(texts, va)
     assert emb.transform(texts).shape == (16, 32)
     assert emb.history_[0]["detection_loss"] > 0
 

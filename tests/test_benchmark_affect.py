@@ -117,14 +117,14 @@ def test_suite_runs_every_method_writes_its_table_and_resumes(data_dir, tiny_ber
     assert "test/e2e/r_V" in runs[("emobank", "carl_e2e", 0)]["scores"]
     assert "test/e2e/acc" in runs[("goemotions", "plain", 1)]["scores"]
     assert "test/geometry/alignment" in runs[("emobank", "carl", 0)]["scores"]
-    assert runs[("emobank", "carl", 0)]["scores"]["train/detection_loss"] > 0
-    assert runs[("emobank", "carl_no_detection", 1)]["scores"]["train/detection_loss"] == 0
+    assert runs[("emobank", "carl", 0)]["scores"]["train/detection_loss"] == 0  # detection is off by default
+    assert runs[("emobank", "carl_detection", 1)]["scores"]["train/detection_loss"] > 0
     assert "test/geometry/alignment" not in runs[("emobank", "tfidf", 0)]["scores"]
     table = (out / "affect-t.md").read_text()
     assert "ablation: random token selection" in table and " ± " in table
     assert (out / "projection-t.png").stat().st_size > 0 and (out / "scores-t.png").stat().st_size > 0
     # a second run reads every result back instead of training again
-    first = (work / "t").glob("*.json")
+    first = work.glob("*.json")
     stamps = {p: p.stat().st_mtime_ns for p in first}
     assert main(argv) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())

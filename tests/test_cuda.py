@@ -21,7 +21,8 @@ PARAMS = dict(batch_size=16, max_epochs=3, queue_size=32, random_state=0, learni
 @pytest.mark.parametrize("refresh", ["step", "cached"])
 def test_fit_on_cuda_with_mixed_precision(tiny_bert, affect_data, use_amp, refresh):
     X, y = affect_data
-    model = CARLRegressor(tiny_bert, use_amp=use_amp, saliency_refresh=refresh, **PARAMS).fit(X, y)
+    model = CARLRegressor(tiny_bert, use_amp=use_amp, detection_weight=0.1, saliency_refresh=refresh,
+                          **PARAMS).fit(X, y)
     assert model.device_.type == "cuda"
     assert next(model.network_.parameters()).device.type == "cuda"
     assert np.isfinite(model.loss_curve_).all()

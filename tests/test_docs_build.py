@@ -40,7 +40,7 @@ def _included_fragments() -> list[str]:
 
 def test_every_markdown_page_is_built(built_site):
     fragments = _included_fragments()
-    assert fragments == ["performance/*.md"]
+    assert fragments == ["performance/*.md", "benchmarks/*.md"]
     pages = sorted(p.relative_to(DOCS).with_suffix(".html") for p in DOCS.rglob("*.md")
                    if "_build" not in p.parts and not any(p.relative_to(DOCS).match(f) for f in fragments))
     missing = [str(p) for p in pages if not (built_site / p).is_file()]
@@ -48,6 +48,8 @@ def test_every_markdown_page_is_built(built_site):
     # the fragments reach the site through the page that includes them
     performance = (built_site / "performance.html").read_text(encoding="utf-8")
     assert "Transform throughput" in performance and "Training step" in performance
+    benchmarks = (built_site / "benchmarks.html").read_text(encoding="utf-8")
+    assert "EmoBank, test" in benchmarks and "GoEmotions (Ekman groups" in benchmarks
 
 
 def test_api_reference_documents_the_public_api(built_site):

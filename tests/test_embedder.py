@@ -16,7 +16,7 @@ FAST = dict(batch_size=16, max_epochs=1, queue_size=32, random_state=0)
 
 def test_fit_transform_shapes_norms_and_order(tiny_bert, affect_data):
     X, y = affect_data
-    emb = CARLEmbedder(tiny_bert, **FAST)
+    emb = CARLEmbedder(tiny_bert, **FAST, detection_weight=0.1)
     assert emb.fit(X, y) is emb
     Z = emb.transform(X)
     assert Z.shape == (len(X), 32) and Z.dtype == np.float32
@@ -34,12 +34,12 @@ def test_same_seed_identical_embeddings_and_global_rng_untouched(tiny_bert, affe
     torch.manual_seed(123)
     np.random.seed(123)
     torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
-    Z1 = CARLEmbedder(tiny_bert, **FAST).fit(X, y).transform(X)
+    Z1 = CARLEmbedder(tiny_bert, **FAST, detection_weight=0.1).fit(X, y).transform(X)
     assert torch.equal(torch.get_rng_state(), torch_state)
     assert np.array_equal(np.random.get_state()[1], numpy_state[1])
-    Z2 = CARLEmbedder(tiny_bert, **FAST).fit(X, y).transform(X)
+    Z2 = CARLEmbedder(tiny_bert, **FAST, detection_weight=0.1).fit(X, y).transform(X)
     assert np.array_equal(Z1, Z2)
-    Z3 = CARLEmbedder(tiny_bert, **{**FAST, "random_state": 1}).fit(X, y).transform(X)
+    Z3 = CARLEmbedder(tiny_bert, **{**FAST, "random_state": 1}, detection_weight=0.1).fit(X, y).transform(X)
     assert not np.allclose(Z1, Z3)
 
 
@@ -65,7 +65,8 @@ def test_training_orders_embeddings_by_va_distance(tiny_bert):
     assert after > before + 0.1, (before, after)
 
 
-@pytest.mark.parametrize("switch_off", [{"detection_weight": 0.0}, {"perturbation": None}])
+@pytest.mark.parametrize("switch_off", [{}, {"detection_weight": 0.0},
+                                        {"perturbation": None, "detection_weight": 0.1}])
 def test_detection_switches_off_cleanly(tiny_bert, affect_data, switch_off, monkeypatch):
     calls = []
     original = CARLTrainer._perturb
@@ -81,7 +82,7 @@ def test_detection_switches_off_cleanly(tiny_bert, affect_data, switch_off, monk
 @pytest.mark.parametrize("loss", ["soft_infonce", "weighted_supcon", "rank_n_contrast"])
 def test_every_loss_and_perturbation_trains(tiny_bert, affect_data, perturbation, loss):
     X, y = affect_data
-    emb = CARLEmbedder(tiny_bert, **FAST, perturbation=perturbation, contrastive_loss=loss,
+    emb = CARLEmbedder(tiny_bert, **FAST, detection_weight=0.1, perturbation=perturbation, contrastive_loss=loss,
                        saliency="grad_x_input").fit(X, y)
     assert np.isfinite(emb.loss_curve_).all() and emb.history_[0]["detection_loss"] > 0
 
@@ -203,17 +204,19 @@ def test_feature_names_and_pandas_output(tiny_bert, affect_data):
     assert list(frame.columns) == list(names) and frame.shape == (3, 32)
 
 
-def test_no_warnings_on_clean_fit(tiny_bert, affect_data):
+@pytest.mark.parametrize("detection_weight", [0.0, 0.1])
+def test_no_warnings_on_clean_fit(tiny_bert, affect_data, detection_weight):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        CARLEmbedder(tiny_bert, **FAST).fit(*affect_data)
+        CARLEmbedder(tiny_bert, **FAST, detection_weight=detection_weight).fit(*affect_data)
 
 
 def test_empty_and_whitespace_texts_train_without_nan(tiny_bert):
     """Empty texts are [CLS] [SEP] only: they take part in L_cont and have no token to perturb."""
     texts = ["", " ", "\t", "", "happy joy", "sad"]
     va = [[5, 5], [5, 5], [4, 4], [6, 6], [8, 7], [2, 3]]
-    emb = CARLEmbedder(tiny_bert, batch_size=4, max_epochs=2, queue_size=2, random_state=0).fit(texts, va)
+    emb = CARLEmbedder(tiny_bert, batch_size=4, max_epochs=2, queue_size=2, random_state=0,
+                       detection_weight=0.1).fit(texts, va)
     assert np.isfinite(emb.loss_curve_).all()
     Z = emb.transform(texts)
     np.testing.assert_allclose(Z[0], Z[3], atol=1e-6)  # identical inputs, identical embeddings

@@ -104,17 +104,18 @@ def test_cached_first_visit_is_random_and_later_visits_follow_the_cache():
 def test_cached_refresh_fits_end_to_end(tiny_bert, affect_data):
     X, y = affect_data
     emb = CARLEmbedder(tiny_bert, batch_size=16, max_epochs=2, queue_size=16, random_state=0,
-                       saliency_refresh="cached").fit(X, y)
+                       detection_weight=0.1, saliency_refresh="cached").fit(X, y)
     assert np.isfinite(emb.loss_curve_).all() and emb.history_[0]["detection_loss"] > 0
     again = CARLEmbedder(tiny_bert, batch_size=16, max_epochs=2, queue_size=16, random_state=0,
-                         saliency_refresh="cached").fit(X, y)
+                         detection_weight=0.1, saliency_refresh="cached").fit(X, y)
     np.testing.assert_array_equal(emb.transform(X), again.transform(X))
 
 
 def test_cached_refresh_refuses_adversarial(tiny_bert, affect_data):
     X, y = affect_data
     with pytest.raises(ValueError, match="saliency_refresh='cached' cannot be combined"):
-        CARLEmbedder(tiny_bert, saliency_refresh="cached", perturbation="adversarial").fit(X, y)
+        CARLEmbedder(tiny_bert, detection_weight=0.1, saliency_refresh="cached",
+                     perturbation="adversarial").fit(X, y)
     with pytest.raises(ValueError, match="saliency_refresh"):
         CARLEmbedder(tiny_bert, saliency_refresh="sometimes").fit(X, y)
 
@@ -140,7 +141,7 @@ def test_compiled_fit_matches_eager_and_pickles(tmp_path, affect_data):
     in distribution."""
     folder = tiny_bert_folder(tmp_path / "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     X, y = affect_data
-    params = dict(batch_size=16, max_epochs=1, queue_size=16, random_state=0)
+    params = dict(batch_size=16, max_epochs=1, queue_size=16, detection_weight=0.1, random_state=0)
     eager = CARLRegressor(folder, **params).fit(X, y)
     try:
         compiled = CARLRegressor(folder, compile=True, **params).fit(X, y)

@@ -36,7 +36,8 @@ def test_minilm_fit_transform_and_frozen_embedding_matches_reference():
     reference = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
-    emb = CARLEmbedder(max_epochs=1, batch_size=16, random_state=0, va_range=(1, 9)).fit(texts, va)
+    emb = CARLEmbedder(max_epochs=1, batch_size=16, random_state=0, va_range=(1, 9),
+                       detection_weight=0.1).fit(texts, va)
     Z = emb.transform(texts)
     assert Z.shape == (64, 384)
     assert np.isfinite(emb.loss_curve_).all() and emb.history_[0]["detection_loss"] > 0

@@ -550,3 +550,27 @@ def test_adversarial_step_shifts_only_chosen_embeddings(backbone, monkeypatch):
     mean_norm = clean[batch["real_tokens"]].norm(dim=-1).mean()
     torch.testing.assert_close(shift[chosen], mean_norm.expand(int(chosen.sum())), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(targets[0].numpy(), chosen.numpy())
+
+
+# ---------------------------------------------------------------------------------------------- the default
+def test_detection_is_off_by_default_and_on_with_a_weight(tiny_bert, monkeypatch):
+    """detection_weight defaults to 0: no perturber and L_det = 0 in history_; 0.1 switches detection on."""
+    from conftest import synthetic_affect
+
+    from skcarl import CARLEmbedder
+
+    trainers = []
+    original_fit = CARLTrainer.fit
+    monkeypatch.setattr(CARLTrainer, "fit", lambda self, *a, **k: trainers.append(self) or original_fit(self, *a, **k))
+    X, y = synthetic_affect(32)
+    params = dict(batch_size=16, max_epochs=2, queue_size=8, random_state=0, device="cpu")
+    default = CARLEmbedder(tiny_bert, **params)
+    assert default.get_params()["detection_weight"] == 0.0
+    default.fit(X, y)
+    assert trainers[-1].perturber is None and not trainers[-1].detection_on
+    assert all(record["detection_loss"] == 0.0 for record in default.history_)
+    assert default.loss_curve_ == [record["contrastive_loss"] for record in default.history_]
+
+    on = CARLEmbedder(tiny_bert, **params, detection_weight=0.1).fit(X, y)
+    assert trainers[-1].perturber is not None and trainers[-1].detection_on
+    assert all(record["detection_loss"] > 0 for record in on.history_)

@@ -214,7 +214,8 @@ def test_empty_and_whitespace_only_texts_are_valid_texts_with_one_shared_embeddi
                 np.testing.assert_allclose(row, out[0], atol=1e-6)
             assert not np.allclose(out[5], out[0])
     # training on nothing but blank texts: finite losses, nothing to perturb
-    est = make(CARLEmbedder, tiny_bert, batch_size=4).fit(["", " ", "\t", "\n", "", "  "], VA[:6])
+    blank = ["", " ", "\t", "\n", "", "  "]
+    est = make(CARLEmbedder, tiny_bert, batch_size=4, detection_weight=0.1).fit(blank, VA[:6])
     assert np.isfinite(est.loss_curve_).all() and est.history_[0]["detection_loss"] == 0.0
 
 
@@ -270,7 +271,7 @@ def test_exotic_unicode_never_crashes(tiny_bert, models):
     texts = UNICODE_TEXTS * 2
     va = np.resize(VA, (len(texts), 2))
     for cls in (CARLEmbedder, CARLRegressor):
-        est = make(cls, tiny_bert, batch_size=8).fit(texts, va)
+        est = make(cls, tiny_bert, batch_size=8, detection_weight=0.1).fit(texts, va)
         assert np.isfinite(est.loss_curve_).all()
     for est in models.values():
         out = infer(est, UNICODE_TEXTS)
@@ -476,14 +477,14 @@ def test_perturb_ratio_one_perturbs_every_real_token_and_zero_is_refused(tiny_be
         return picked
 
     monkeypatch.setattr(skcarl.training, "select_tokens", spy)
-    make(CARLEmbedder, tiny_bert, perturb_ratio=1).fit(X, VA)
+    make(CARLEmbedder, tiny_bert, detection_weight=0.1, perturb_ratio=1).fit(X, VA)
     assert len(chosen) == 3 and all(torch.equal(picked, real.bool()) for picked, real in chosen)
     chosen.clear()
-    make(CARLEmbedder, tiny_bert, perturb_ratio=1e-9).fit(X, VA)  # at least one token per text
+    make(CARLEmbedder, tiny_bert, detection_weight=0.1, perturb_ratio=1e-9).fit(X, VA)  # at least one token per text
     assert all((picked.sum(1) == 1).all() for picked, _ in chosen)
     with pytest.raises(ValueError, match=r"The 'perturb_ratio' parameter of CARLEmbedder must be a float in the "
                                          r"range \(0, 1\]. Got 0 instead."):
-        make(CARLEmbedder, tiny_bert, perturb_ratio=0).fit(X, VA)
+        make(CARLEmbedder, tiny_bert, detection_weight=0.1, perturb_ratio=0).fit(X, VA)
 
 
 # ============================================================================================ property-based
@@ -800,7 +801,7 @@ def test_a_non_finite_detection_or_head_loss_names_that_loss(tiny_bert, monkeypa
     with monkeypatch.context() as patch:
         patch.setattr(skcarl.training, "TokenDetectionLoss", PoisonedDetection)
         with pytest.raises(FloatingPointError, match="The detection loss L_det became nan at training step 2"):
-            make(CARLEmbedder, tiny_bert).fit(X, VA)
+            make(CARLEmbedder, tiny_bert, detection_weight=0.1).fit(X, VA)
 
     calls = itertools.count(1)
 

@@ -886,9 +886,18 @@ def _recorded_types(obj):
 FORBIDDEN = ("CARLTrainer", "KeyQueue", "Optimizer", "LRScheduler", "GradScaler", "TokenPerturber")
 
 
-def test_pickled_state_holds_no_training_machinery(fitted):
+@pytest.fixture(params=["default", "with detection"])
+def fitted_with_or_without_detection(request, fitted, tiny_bert):
+    """The fitted estimator, and (detection being off by default) one fitted with the perturber in use."""
+    if request.param == "default":
+        return fitted
+    return make(type(fitted), tiny_bert, detection_weight=0.1).fit(X, targets_for(type(fitted)))
+
+
+def test_pickled_state_holds_no_training_machinery(fitted_with_or_without_detection):
     from skcarl.network import CARLNetwork
 
+    fitted = fitted_with_or_without_detection
     state = fitted.__getstate__()
     assert state["_skcarl_version"] == skcarl.__version__
     assert isinstance(state["network_"], bytes)  # the network travels as a torch.save blob

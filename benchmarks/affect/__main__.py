@@ -94,7 +94,7 @@ def machine() -> str:
 def parse(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.affect", description=SUITE_DOC,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="same as --profile quick (about 10 minutes on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="same as --profile quick (about 12 minutes on 2 cores)")
     p.add_argument("--profile", choices=sorted(PROFILES), default=None,
                    help="data, seeds and methods: " + "; ".join(f"{k}: {v.note}" for k, v in PROFILES.items()))
     p.add_argument("--tune", action="store_true",
@@ -143,7 +143,8 @@ def main(argv=None):
         method_names = ({c: [n for n in profile.methods_for(c) if n in methods] for c in corpora}
                         if args.methods is None
                         else args.methods.split(","))
-    out, work_dir = Path(args.out), Path(args.work_dir) / tag
+    # one pool of results for every profile and tag: a run is known by what it computes (suite.run_one)
+    out, work_dir = Path(args.out), Path(args.work_dir)
     out.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -155,7 +156,10 @@ def main(argv=None):
         "command": "python -m benchmarks.affect " + shlex.join(sys.argv[1:] if argv is None else argv),
         "machine": machine(), "date": datetime.date.today().isoformat(),
         "minutes": (time.perf_counter() - started) / 60, "profile": profile_name,
-        "profile_note": profile.note + ("" if seeds == PROFILES[profile_name].seeds else f"; seeds {seeds}"),
+        # what a run from a clean work dir costs: every fit and its scoring, summed (results read back cost ~0)
+        "compute_minutes": sum(r.fit_seconds + r.eval_seconds for r in results) / 60,
+        "profile_note": profile.note + ("" if seeds == PROFILES[profile_name].seeds else f"; here seeds {seeds}")
+        + ("" if profile.epochs == PROFILES[profile_name].epochs else f"; here {profile.epochs} epoch(s)"),
         "budget": budget.as_dict(),
         "budget_text": (f"{budget.backbone}, {budget.epochs} epoch(s), batch {budget.batch_size}, max_length "
                         f"{budget.max_length} for every trained method; encoder learning rate "

@@ -76,7 +76,8 @@ def render(meta, results, method_order, splits=("dev", "test"), methods=None) ->
     table = aggregate(results)
     corpora = {r.corpus for r in results}
     parts = [f"Command: `{meta['command']}`  ",
-             f"Machine: {meta['machine']}; {meta['date']}; total {meta['minutes']:.0f} min.  ",
+             f"Machine: {meta['machine']}; {meta['date']}; fits and scoring {meta['compute_minutes']:.0f} min "
+             f"(summed over runs: the time from a clean work dir), this invocation {meta['minutes']:.0f} min.  ",
              f"Profile `{meta['profile']}`: {meta['profile_note']}. Budget: {meta['budget_text']}.  ",
              "Mean ± sd over seeds (sd with n − 1); *fit* is the median training time. Deterministic methods "
              "(TF-IDF, frozen encoder) run once. Probes: RidgeCV / LogisticRegressionCV fitted on the training "
