@@ -121,7 +121,7 @@ def test_suite_runs_every_method_writes_its_table_and_resumes(data_dir, tiny_ber
     assert runs[("emobank", "carl_detection", 1)]["scores"]["train/detection_loss"] > 0
     assert "test/geometry/alignment" not in runs[("emobank", "tfidf", 0)]["scores"]
     table = (out / "affect-t.md").read_text()
-    assert "ablation: random token selection" in table and " ± " in table
+    assert "ablation: λ = 0.1, random token selection" in table and " ± " in table
     assert (out / "projection-t.png").stat().st_size > 0 and (out / "scores-t.png").stat().st_size > 0
     # a second run reads every result back instead of training again
     first = work.glob("*.json")
