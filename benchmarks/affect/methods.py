@@ -16,6 +16,8 @@ from skcarl.backbone import DEFAULT_BACKBONE
 
 from .baselines import FrozenEncoder, PlainFineTuning, TfidfModel
 
+_DEFAULTS = CARLEmbedder().get_params()
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -25,11 +27,11 @@ class Budget:
     epochs: int = 1
     batch_size: int = 32
     max_length: int = 64
-    learning_rate: float = CARLEmbedder().learning_rate
-    head_learning_rate: float = CARLEmbedder().head_learning_rate
-    weight_decay: float = CARLEmbedder().weight_decay
-    warmup_ratio: float = CARLEmbedder().warmup_ratio
-    max_grad_norm: float | None = CARLEmbedder().max_grad_norm
+    learning_rate: float = _DEFAULTS["learning_rate"]
+    head_learning_rate: float = _DEFAULTS["head_learning_rate"]
+    weight_decay: float = _DEFAULTS["weight_decay"]
+    warmup_ratio: float = _DEFAULTS["warmup_ratio"]
+    max_grad_norm: float | None = _DEFAULTS["max_grad_norm"]
 
     def carl_params(self, seed) -> dict:
         return dict(model_name_or_path=self.backbone, device=self.device, use_amp=self.use_amp,
@@ -111,8 +113,6 @@ ABLATIONS = {
     "carl_detection": (f"with detection (λ = {DETECTION_WEIGHT})", dict(detection_weight=DETECTION_WEIGHT)),
     "carl_random_tokens": ("λ = 0.1, random token selection",
                            dict(detection_weight=DETECTION_WEIGHT, token_selection="random")),
-    "carl_op_random": ("λ = 0.1, operator: random replacement",
-                       dict(detection_weight=DETECTION_WEIGHT, perturbation="random")),
     "carl_op_unigram": ("λ = 0.1, operator: unigram replacement",
                         dict(detection_weight=DETECTION_WEIGHT, perturbation="unigram")),
     "carl_op_mask": ("λ = 0.1, operator: [MASK]", dict(detection_weight=DETECTION_WEIGHT, perturbation="mask")),
