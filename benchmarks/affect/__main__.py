@@ -39,6 +39,7 @@ TUNING_GRID = {
     "detection_weight": [0.0, 0.5],
     "perturb_ratio": [0.3],
     "temperature": [0.1],
+    "queue_size": [4096],
 }
 
 
@@ -94,7 +95,7 @@ def machine() -> str:
 def parse(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.affect", description=SUITE_DOC,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="same as --profile quick (about 12 minutes on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="same as --profile quick (about 10 minutes on 2 cores)")
     p.add_argument("--profile", choices=sorted(PROFILES), default=None,
                    help="data, seeds and methods: " + "; ".join(f"{k}: {v.note}" for k, v in PROFILES.items()))
     p.add_argument("--tune", action="store_true",

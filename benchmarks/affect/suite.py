@@ -45,7 +45,7 @@ class Profile:
 
 
 PROFILES = {
-    # quick is the first seed of cpu's main methods: from a clean clone it takes their time, about 12 minutes
+    # quick is the first seed of cpu's main methods: from a clean clone it takes their time, about 10 minutes
     # on 2 cores, and after a cpu run it reads them back
     "quick": Profile(1500, 1500, None, 1, (0,), MAIN_METHODS,
                      "1,500 training texts per corpus, full dev and test, 1 epoch, 1 seed, main methods",
