@@ -35,7 +35,7 @@ _BASELINES = {"plain": PlainFineTuning, "supcon_bins": DiscreteSupCon}
 # One factor at a time around the estimators' defaults, scored on dev only (``--tune``).
 TUNING_GRID = {
     "learning_rate": [2e-5, 5e-5, 1e-4, 2e-4],
-    "label_temperature": [0.01, 0.05],
+    "label_temperature": [0.01, 0.03, 0.05, 0.08],
     "detection_weight": [0.0, 0.5],
     "perturb_ratio": [0.3],
     "temperature": [0.1],
