@@ -106,7 +106,7 @@ class _CARLBase(BaseEstimator):
         label_temperature="auto",
         va_range=None,
         momentum=0.995,
-        queue_size=1024,
+        queue_size=4096,
         saliency="grad_norm",
         token_selection="saliency",
         saliency_refresh="step",

@@ -24,7 +24,7 @@ CARL_PARAMETERS = """\
         give the rating scale, e.g. ``(1, 9)``, when it is known.
     momentum : float, default=0.995
         m of the key encoder's update ξ ← m·ξ + (1 − m)·θ after every optimiser step.
-    queue_size : int, default=1024
+    queue_size : int, default=4096
         Number of past keys (with their labels) kept as extra candidates. Clipped to the number of
         training texts minus one batch (``queue_size_``): a longer queue would hold several stale keys of
         the same sentences. ``0`` uses the batch keys alone.

@@ -125,14 +125,14 @@ class TrainingConfig:
     --------
     >>> from skcarl.training import TrainingConfig
     >>> TrainingConfig(max_epochs=1).queue_size
-    1024
+    4096
     """
 
     contrastive_loss: str = "soft_infonce"
     temperature: float = 0.05
     label_temperature: float = 0.02
     momentum: float = 0.995
-    queue_size: int = 1024
+    queue_size: int = 4096
     saliency: str = "grad_norm"
     token_selection: str = "saliency"
     saliency_refresh: str = "step"
