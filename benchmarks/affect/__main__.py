@@ -39,7 +39,7 @@ TUNING_GRID = {
     "detection_weight": [0.0, 0.5],
     "perturb_ratio": [0.3],
     "temperature": [0.1],
-    "queue_size": [4096],
+    "queue_size": [1024],
 }
 
 
