@@ -183,7 +183,7 @@ class _CARLBase(BaseEstimator):
         if not isinstance(self.model_name_or_path, str) and not hasattr(self.model_name_or_path, "__fspath__"):
             raise check._fail("model_name_or_path", "a str or path-like")
         check.option("pooling", ("mean", "cls"))
-        check.number("projection_dim", 1, integer=True)
+        check.number("projection_dim", 1, integer=True, none=True)
         check.option("contrastive_loss", tuple(CONTRASTIVE_LOSSES))
         check.number("temperature", 0, low_open=True)
         if not (isinstance(self.label_temperature, str) and self.label_temperature == "auto"):

@@ -8,9 +8,11 @@ CARL_PARAMETERS = """\
     pooling : {"mean", "cls"}, default="mean"
         Sentence vector: masked mean of the token states (special tokens included, as
         sentence-transformers does) or the first token's state.
-    projection_dim : int, default=128
+    projection_dim : int or None, default=128
         Width of the projection head g (Linear–ReLU–Linear) whose normalised output enters L_cont.
         ``transform`` returns the pooled encoder output, before the head (as in SimCLR and MoCo).
+        ``None``: no head; L_cont compares the normalised pooled vectors, the embedding ``transform``
+        returns (as sentence-transformers' contrastive losses do).
     contrastive_loss : {"soft_infonce", "weighted_supcon", "rank_n_contrast"}, default="soft_infonce"
         The momentum continuous-label contrastive loss; see :mod:`skcarl.losses`.
     temperature : float, default=0.05

@@ -286,7 +286,7 @@ def save(estimator, path, metadata=None) -> Path:
         "versions": _versions(),
         "params": _encode(estimator.get_params(deep=False), "parameter"),
         "network": {
-            "projection_dim": int(network.projection[-1].out_features),
+            "projection_dim": network.projection_dim,
             "pooling": network.pooling,
             "n_task_outputs": int(head.out_features) if head is not None else 0,
         },
@@ -482,7 +482,8 @@ def load(path, device="auto"):
     try:
         params, fitted, metadata = (_decode(config[key]) for key in ("params", "fitted", "metadata"))
         spec = config["network"]
-        projection_dim, pooling = int(spec["projection_dim"]), spec["pooling"]
+        projection_dim, pooling = spec["projection_dim"], spec["pooling"]
+        projection_dim = None if projection_dim is None else int(projection_dim)
         n_task_outputs = int(spec["n_task_outputs"])
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, InvalidModelError):
@@ -535,7 +536,7 @@ def _read_json(file: Path):
         raise InvalidModelError(f"{file} is not valid JSON: {exc}") from None
 
 
-def _rebuild_network(path: Path, projection_dim: int, pooling: str, n_task_outputs: int):
+def _rebuild_network(path: Path, projection_dim: int | None, pooling: str, n_task_outputs: int):
     """A CARLNetwork of the saved architecture holding the saved weights (on the CPU)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -555,7 +556,7 @@ def _rebuild_network(path: Path, projection_dim: int, pooling: str, n_task_outpu
     if encoder_config.get("auto_map"):
         raise InvalidModelError(f"{encoder_file} asks for custom model code (auto_map); skcarl loads only the "
                                 "architectures that transformers ships.")
-    if pooling not in ("mean", "cls") or projection_dim < 1 or n_task_outputs < 0:
+    if pooling not in ("mean", "cls") or (projection_dim is not None and projection_dim < 1) or n_task_outputs < 0:
         raise InvalidModelError(f"{path / CONFIG_FILE}: invalid network settings (projection_dim={projection_dim}, "
                                 f"pooling={pooling!r}, n_task_outputs={n_task_outputs}).")
     try:

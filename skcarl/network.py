@@ -13,7 +13,8 @@ class CARLNetwork(nn.Module):
     """Encoder f, projection head g (2-layer MLP) and token head (linear) of CARL.
 
     ``embed`` → ``encode`` → ``sentence`` gives the representation that ``transform`` returns;
-    ``project`` gives the normalised contrastive query q = normalize(g(pool(f(x))));
+    ``project`` gives the normalised contrastive query q = normalize(g(pool(f(x)))), or, with
+    ``projection_dim=None``, q = normalize(pool(f(x))): the loss then shapes the embedding itself;
     ``detect`` gives one perturbed-or-not logit per token; ``task_head`` (regressor and classifier only)
     reads the pooled sentence vector.
 
@@ -30,15 +31,25 @@ class CARLNetwork(nn.Module):
     (torch.Size([1, 8]), torch.Size([1, 4]))
     """
 
-    def __init__(self, encoder: nn.Module, projection_dim: int = 128, pooling: str = "mean", n_task_outputs: int = 0):
+    def __init__(self, encoder: nn.Module, projection_dim: int | None = 128, pooling: str = "mean",
+                 n_task_outputs: int = 0):
         super().__init__()
         hidden = encoder.config.hidden_size
         self.encoder = encoder
         self.pooling = pooling
-        self.projection = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, projection_dim))
+        self.projection_dim = projection_dim
+        if projection_dim is None:
+            self.projection = nn.Identity()
+        else:
+            self.projection = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, projection_dim))
         self.token_head = nn.Linear(hidden, 1)
         # regression or classification head of the supervised estimators, on the pooled sentence vector
         self.task_head = nn.Linear(hidden, n_task_outputs) if n_task_outputs else None
+
+    @property
+    def key_dim(self) -> int:
+        """Width of a query or key q: the projection's, or the encoder's without a projection head."""
+        return self.encoder.config.hidden_size if self.projection_dim is None else self.projection_dim
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Input token embeddings E (B, T, H): the tensor whose gradient is the token saliency."""
@@ -101,6 +112,13 @@ class CARLNetwork(nn.Module):
     @property
     def _encoder(self):
         return self.__dict__.get("_compiled_encoder", self.encoder)
+
+    def __setstate__(self, state):
+        # networks pickled before projection_dim was stored: read it off the projection head
+        if "projection_dim" not in state:
+            head = state["_modules"]["projection"]
+            state["projection_dim"] = head[-1].out_features if isinstance(head, nn.Sequential) else None
+        super().__setstate__(state)
 
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__

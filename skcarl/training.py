@@ -339,8 +339,7 @@ class CARLTrainer:
         self.key_network = make_key_network(self.network)
         if self.network.is_compiled:
             self.key_network.compile_encoder()
-        projection_dim = self.network.projection[-1].out_features
-        self.queue = KeyQueue(config.queue_size, projection_dim, label_dim, device)
+        self.queue = KeyQueue(config.queue_size, self.network.key_dim, label_dim, device)
         self.contrastive_loss = make_contrastive_loss(config.contrastive_loss, config.temperature,
                                                       config.label_temperature)
         self.detection_loss = TokenDetectionLoss()

@@ -43,9 +43,10 @@ def test_same_seed_identical_embeddings_and_global_rng_untouched(tiny_bert, affe
     assert not np.allclose(Z1, Z3)
 
 
-def test_training_orders_embeddings_by_va_distance(tiny_bert):
+@pytest.mark.parametrize("projection_dim", [128, None])
+def test_training_orders_embeddings_by_va_distance(tiny_bert, projection_dim):
     """On a task where VA-close sentences share words, the loss falls and embedding distance
-    comes to follow VA distance."""
+    comes to follow VA distance, with the loss on the projection head's output or on the embedding itself."""
     from conftest import synthetic_affect
 
     X, y = synthetic_affect(n=96, seed=3)
@@ -56,7 +57,7 @@ def test_training_orders_embeddings_by_va_distance(tiny_bert):
         return spearmanr(1 - (Z @ Z.T)[iu], va_dist)[0]
 
     params = dict(batch_size=16, queue_size=0, learning_rate=1e-3, head_learning_rate=1e-3, max_epochs=8,
-                  warmup_ratio=0.0, random_state=0)
+                  warmup_ratio=0.0, random_state=0, projection_dim=projection_dim)
     untrained = CARLEmbedder(tiny_bert, **{**params, "max_epochs": 1, "learning_rate": 1e-12,
                                            "head_learning_rate": 1e-12}).fit(X, y)
     trained = CARLEmbedder(tiny_bert, **params).fit(X, y)
@@ -163,6 +164,35 @@ def test_truncation_warns_once_with_count(tiny_bert, affect_data):
     with pytest.warns(UserWarning, match="2 of 64 texts are longer than max_length=16") as record:
         CARLEmbedder(tiny_bert, **FAST, max_length=16).fit(X, y)
     assert sum("max_length" in str(w.message) for w in record) == 1
+
+
+def test_without_projection_head_the_queries_are_the_embeddings(tiny_bert, affect_data, monkeypatch):
+    X, y = affect_data
+    queue_widths = []
+    init = CARLTrainer.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        queue_widths.append(self.queue.keys.shape[1])
+
+    monkeypatch.setattr(CARLTrainer, "__init__", spy)
+    emb = CARLEmbedder(tiny_bert, **FAST, projection_dim=None, detection_weight=0.1).fit(X, y)
+    net = emb.network_
+    assert queue_widths == [32] and net.key_dim == 32  # the encoder's width: the keys are embeddings
+    assert not list(net.projection.parameters())
+    batch = emb.tokenizer_(X[:4], padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+    with torch.no_grad():
+        queries = net.query(ids, mask)
+    torch.testing.assert_close(queries, net.embed_sentences(ids, mask))
+    np.testing.assert_allclose(emb.transform(X[:4]), queries.numpy(), atol=1e-5)
+
+
+def test_network_pickled_before_projection_dim_was_stored_loads(tiny_bert, affect_data):
+    for projection_dim in (16, None):
+        net = CARLEmbedder(tiny_bert, **FAST, projection_dim=projection_dim).fit(*affect_data).network_
+        del net.__dict__["projection_dim"]  # as a network of an earlier release pickles
+        assert pickle.loads(pickle.dumps(net)).projection_dim == projection_dim
 
 
 def test_pickle_roundtrip_identical_and_cuda_model_loads_on_cpu(tiny_bert, affect_data):

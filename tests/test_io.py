@@ -42,6 +42,7 @@ CASES = {
     "embedder-learned-anchors": (CARLEmbedder, dict(va_map="learn"), LABELS),
     "regressor-2d": (CARLRegressor, dict(va_range=np.array([[1.0, 9.0], [1.0, 9.0]])), VA),
     "regressor-1d": (CARLRegressor, dict(validation_fraction=0.25, max_epochs=2), VA[:, 0]),
+    "regressor-no-projection": (CARLRegressor, dict(projection_dim=None), VA),
     "classifier-str": (CARLClassifier, dict(class_weight="balanced", pooling="cls", projection_dim=16), LABELS),
     "classifier-int-va_map": (CARLClassifier,
                               dict(va_map={0: (-0.5, 0.5), 1: (0.4, -0.6), 2: (0.8, 0.7), 3: (-0.7, -0.3)},

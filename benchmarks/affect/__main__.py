@@ -40,6 +40,8 @@ TUNING_GRID = {
     "perturb_ratio": [0.3],
     "temperature": [0.1],
     "queue_size": [1024],
+    "momentum": [0.9, 0.99],
+    "projection_dim": [None],
 }
 
 
