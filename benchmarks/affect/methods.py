@@ -110,6 +110,7 @@ ABLATIONS = {
     "carl_no_queue": ("no momentum encoder, no queue (m = 0, K = 0)", dict(momentum=0.0, queue_size=0)),
     "carl_label_temperature": ("τ_y = 0.05 instead of auto (≈ 0.02 on EmoBank)", dict(label_temperature=0.05)),
     "carl_queue_1024": (f"queue of 1,024 keys instead of {_DEFAULTS['queue_size']:,}", dict(queue_size=1024)),
+    "carl_momentum_099": (f"key-encoder momentum 0.99 instead of {_DEFAULTS['momentum']:g}", dict(momentum=0.99)),
     "carl_no_detection": ("no detection (λ = 0)", dict(detection_weight=0.0)),
     "carl_detection": (f"with detection (λ = {DETECTION_WEIGHT})", dict(detection_weight=DETECTION_WEIGHT)),
     "carl_random_tokens": ("λ = 0.1, random token selection",
