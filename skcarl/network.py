@@ -37,7 +37,6 @@ class CARLNetwork(nn.Module):
         hidden = encoder.config.hidden_size
         self.encoder = encoder
         self.pooling = pooling
-        self.projection_dim = projection_dim
         if projection_dim is None:
             self.projection = nn.Identity()
         else:
@@ -45,6 +44,11 @@ class CARLNetwork(nn.Module):
         self.token_head = nn.Linear(hidden, 1)
         # regression or classification head of the supervised estimators, on the pooled sentence vector
         self.task_head = nn.Linear(hidden, n_task_outputs) if n_task_outputs else None
+
+    @property
+    def projection_dim(self) -> int | None:
+        """Width of the projection head's output; None without a head."""
+        return None if isinstance(self.projection, nn.Identity) else self.projection[-1].out_features
 
     @property
     def key_dim(self) -> int:
@@ -112,13 +116,6 @@ class CARLNetwork(nn.Module):
     @property
     def _encoder(self):
         return self.__dict__.get("_compiled_encoder", self.encoder)
-
-    def __setstate__(self, state):
-        # networks pickled before projection_dim was stored: read it off the projection head
-        if "projection_dim" not in state:
-            head = state["_modules"]["projection"]
-            state["projection_dim"] = head[-1].out_features if isinstance(head, nn.Sequential) else None
-        super().__setstate__(state)
 
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
