@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from benchmarks.affect.__main__ import main
-from benchmarks.affect.evaluate import alignment_uniformity
+from benchmarks.affect.evaluate import alignment_uniformity, neighbour_probe, va_probe
 from benchmarks.affect.methods import all_methods
+from benchmarks.affect.readout import main as readout_main
+from benchmarks.affect.readout import score_embeddings
 from benchmarks.affect.suite import PROFILES
 from benchmarks.affect.tasks import emobank_corpus, goemotions_corpus
 from benchmarks.data import DataNotFoundError
@@ -96,6 +98,35 @@ def test_alignment_and_uniformity_by_hand():
     assert scores["test/geometry/va_gap"] == pytest.approx(2.0)
 
 
+def test_readouts_tell_linear_from_neighbourhood_structure():
+    rng = np.random.default_rng(0)
+    va = rng.uniform(1, 5, size=(400, 2))
+    # VA as two directions among loud irrelevant ones: a linear read-out ignores the noise, neighbours cannot
+    line = score_embeddings(np.hstack([va - 3, rng.normal(0, 1.5, size=(400, 6))]), va)
+    # valence wound 0.9 times round a circle: near labels stay near, but no direction of the space is valence
+    turn = 0.9 * 2 * np.pi * (va[:, 0] - 1) / 4
+    circle = score_embeddings(np.hstack([np.cos(turn)[:, None], np.sin(turn)[:, None],
+                                         rng.normal(0, 0.05, size=(400, 6))]), va)
+    assert line["linear/r_V"] > 0.95 and line["linear/r_V"] > line["neighbours/r_V"] + 0.02
+    assert circle["neighbours/r_V"] > 0.99 and circle["neighbours/r_V"] > circle["linear/r_V"] + 0.1
+    assert abs(circle["neighbours/r_A"]) < 0.2  # arousal is not in these embeddings at all
+
+
+def test_neighbour_probe_is_fitted_on_train_and_scored_apart():
+    rng = np.random.default_rng(1)
+    va = rng.uniform(1, 5, size=(500, 2))
+    turn = 0.9 * 2 * np.pi * (va[:, 0] - 1) / 4
+    x = np.hstack([np.cos(turn)[:, None], np.sin(turn)[:, None], rng.normal(0, 0.05, size=(500, 6))])
+    scores = va_probe(x[:400], va[:400], {"dev": (x[400:450], va[400:450]), "test": (x[450:], va[450:])})
+    assert {"dev/knn/r_V", "test/knn/mae_A", "test/probe/r_A"} <= set(scores)
+    assert scores["test/knn/r_V"] > 0.98 and scores["test/knn/r_V"] > scores["test/probe/r_V"] + 0.1
+    assert scores["test/knn/mae_V"] < scores["test/probe/mae_V"]
+    # k never exceeds the texts an inner training fold holds
+    assert neighbour_probe(8).param_grid == {"n_neighbors": [5]}
+    assert neighbour_probe(3).param_grid == {"n_neighbors": [2]}
+    assert neighbour_probe(1000).param_grid == {"n_neighbors": [5, 10, 20, 50]}
+
+
 def test_suite_runs_every_method_writes_its_table_and_resumes(data_dir, tiny_bert, tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     argv = ["--profile", "cpu", "--seeds", "0,1", "--backbone", tiny_bert, "--device", "cpu", "--batch-size", "16",
@@ -117,12 +148,18 @@ def test_suite_runs_every_method_writes_its_table_and_resumes(data_dir, tiny_ber
     assert "test/e2e/r_V" in runs[("emobank", "carl_e2e", 0)]["scores"]
     assert "test/e2e/acc" in runs[("goemotions", "plain", 1)]["scores"]
     assert "test/geometry/alignment" in runs[("emobank", "carl", 0)]["scores"]
+    assert {"test/knn/r_V", "dev/knn/r_A"} <= set(runs[("emobank", "tfidf", 0)]["scores"])  # sparse too
     assert runs[("emobank", "carl", 0)]["scores"]["train/detection_loss"] == 0  # detection is off by default
     assert runs[("emobank", "carl_detection", 1)]["scores"]["train/detection_loss"] > 0
     assert "test/geometry/alignment" not in runs[("emobank", "tfidf", 0)]["scores"]
     table = (out / "affect-t.md").read_text()
     assert "ablation: λ = 0.1, random token selection" in table and " ± " in table
+    assert "neighbour probe (diagnostic)" in table and "kNN r_V" in table
     assert (out / "projection-t.png").stat().st_size > 0 and (out / "scores-t.png").stat().st_size > 0
+    # the read-out diagnostic reads the table's stored test embeddings back
+    assert readout_main(["t", "--data-dir", str(data_dir), "--out", str(out), "--work-dir", str(work)]) == 0
+    readout = (out / "readout.md").read_text()
+    assert "| CARL (CARLEmbedder defaults) | 2 |" in readout and "TF-IDF" not in readout
     # a second run reads every result back instead of training again
     first = work.glob("*.json")
     stamps = {p: p.stat().st_mtime_ns for p in first}

@@ -38,10 +38,11 @@ TUNING_GRID = {
     "label_temperature": [0.01, 0.03, 0.05, 0.08],
     "detection_weight": [0.0, 0.5],
     "perturb_ratio": [0.3],
-    "temperature": [0.1],
+    "temperature": [0.1, 0.2, 0.5],
     "queue_size": [1024],
     "momentum": [0.9, 0.99],
     "projection_dim": [None],
+    "contrastive_loss": ["soft_infonce", "weighted_supcon", "rank_n_contrast"],
 }
 
 

@@ -1,8 +1,11 @@
-"""Scores of one trained model: linear probes on its embeddings, end-to-end predictions, embedding geometry.
+"""Scores of one trained model: probes on its embeddings, end-to-end predictions, embedding geometry.
 
 Every probe is fitted on the embeddings of the training texts the model itself was trained on (the same
-subsample for every method), chooses its regularisation by internal cross-validation on those texts only, and
-is scored on dev and test.
+subsample for every method), chooses its one parameter by internal cross-validation on those texts only, and
+is scored on dev and test. The probes the issue asks for are linear (RidgeCV, LogisticRegressionCV). EmoBank
+also gets a k-nearest-neighbour probe of (V, A), a diagnostic: a linear probe asks whether valence and arousal
+are directions of the space, which is what an MSE head trains for; a contrastive loss over VA labels asks
+instead that texts with near labels be near, which is what a neighbour probe reads.
 """
 
 from __future__ import annotations
@@ -14,9 +17,14 @@ from scipy.spatial.distance import pdist
 from scipy.stats import pearsonr
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.neighbors import KNeighborsRegressor
 
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
 LOGISTIC_CS = np.logspace(-2, 3, 6)
+# the neighbour probe's k, chosen by 5-fold cross-validation on the training texts
+NEIGHBOURS = (5, 10, 20, 50)
+NEIGHBOUR_FOLDS = 5
 # Wang & Isola (2020): alignment with α = 2, uniformity with t = 2
 ALIGNMENT_ALPHA = 2
 UNIFORMITY_T = 2
@@ -41,12 +49,28 @@ def class_scores(pred, true, prefix: str, f1=True) -> dict:
     return scores
 
 
-def va_probe(train_x, train_y, evals: dict) -> dict:
-    """RidgeCV from embeddings to (V, A); ``evals`` maps a split name to (x, y)."""
-    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(train_x, train_y)
+def neighbour_probe(n_train: int, seed=0) -> GridSearchCV:
+    """Distance-weighted k-nearest-neighbour regression on cosine distance, k chosen by 5-fold CV.
+
+    ``n_train`` caps k at what the smallest inner training fold holds.
+    """
+    smallest_fold = n_train - -(-n_train // NEIGHBOUR_FOLDS)
+    grid = [k for k in NEIGHBOURS if k <= smallest_fold] or [max(1, smallest_fold)]
+    return GridSearchCV(KNeighborsRegressor(weights="distance", metric="cosine"), {"n_neighbors": grid},
+                        cv=KFold(NEIGHBOUR_FOLDS, shuffle=True, random_state=seed))
+
+
+def va_probe(train_x, train_y, evals: dict, seed=0) -> dict:
+    """RidgeCV (``probe/``) and the neighbour probe (``knn/``) from embeddings to (V, A).
+
+    ``evals`` maps a split name to (x, y).
+    """
+    probes = {"probe": RidgeCV(alphas=RIDGE_ALPHAS), "knn": neighbour_probe(train_x.shape[0], seed)}
     scores = {}
-    for split, (x, y) in evals.items():
-        scores.update(va_scores(ridge.predict(x), y, f"{split}/probe/"))
+    for name, probe in probes.items():
+        probe.fit(train_x, train_y)
+        for split, (x, y) in evals.items():
+            scores.update(va_scores(probe.predict(x), y, f"{split}/{name}/"))
     return scores
 
 
@@ -87,7 +111,7 @@ def evaluate_emobank(model, corpus, seed, splits=("dev", "test")) -> tuple[dict,
     frames = corpus.frames
     feats = {split: model.transform(frames[split]["text"].tolist()) for split in ("train", *splits)}
     va = {split: frames[split][["V", "A"]].to_numpy(float) for split in feats}
-    scores = va_probe(feats["train"], va["train"], {s: (feats[s], va[s]) for s in splits})
+    scores = va_probe(feats["train"], va["train"], {s: (feats[s], va[s]) for s in splits}, seed=seed)
     polar = {s: frames[s]["polarity"].to_numpy() >= 0 for s in feats}
     scores.update(class_probe(feats["train"][polar["train"]], frames["train"]["polarity"][polar["train"]],
                               {s: (feats[s][polar[s]], frames[s]["polarity"][polar[s]]) for s in splits},

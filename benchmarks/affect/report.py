@@ -16,6 +16,11 @@ EMOBANK_COLUMNS = [
     ("polarity/acc", "polarity acc", ".3f"),
     ("e2e/r_V", "end-to-end r_V", ".3f"), ("e2e/r_A", "end-to-end r_A", ".3f"),
 ]
+NEIGHBOUR_COLUMNS = [
+    ("knn/r_V", "kNN r_V", ".3f"), ("knn/r_A", "kNN r_A", ".3f"),
+    ("knn/mae_V", "kNN MAE_V ↓", ".3f"), ("knn/mae_A", "kNN MAE_A ↓", ".3f"),
+    ("probe/r_V", "linear r_V", ".3f"), ("probe/r_A", "linear r_A", ".3f"),
+]
 GEOMETRY_COLUMNS = [
     ("geometry/alignment", "alignment ↓", ".3f"), ("geometry/uniformity", "uniformity ↓", ".3f"),
     ("geometry/va_gap", "VA gap", ".4f"),
@@ -89,6 +94,13 @@ def render(meta, results, method_order, splits=("dev", "test"), methods=None) ->
                   "Positives: test pairs within 0.1 in (V, A) on the 1–5 scale. *VA gap*: mean squared distance "
                   "of the other pairs minus that of the positives (higher: VA neighbours closer than the rest).",
                   "", markdown_table(table, "emobank", "test", GEOMETRY_COLUMNS, method_order, methods)]
+        if any(r.scores.get("test/knn/r_V") is not None for r in results):
+            parts += ["", "### EmoBank, test: neighbour probe (diagnostic)", "",
+                      "A distance-weighted k-nearest-neighbour regressor on cosine distance, k ∈ {5, 10, 20, 50} "
+                      "chosen by 5-fold CV on the training texts' embeddings: does a text's VA follow from its "
+                      "neighbours' (what a contrastive loss over VA labels asks) rather than from a direction of "
+                      "the space (what the linear probe reads)? The linear columns repeat the table above.", "",
+                      markdown_table(table, "emobank", "test", NEIGHBOUR_COLUMNS, method_order, methods)]
     if "goemotions" in corpora and "test" in splits:
         parts += ["", "### GoEmotions (Ekman groups, single-group rows), test", "",
                   markdown_table(table, "goemotions", "test", GOEMOTIONS_COLUMNS, method_order, methods)]
@@ -96,6 +108,8 @@ def render(meta, results, method_order, splits=("dev", "test"), methods=None) ->
     if "emobank" in corpora:
         # the tuning study has no test table, so its dev table shows the end-to-end columns too
         columns = EMOBANK_COLUMNS if "test" not in splits else EMOBANK_COLUMNS[:5]
+        if any(r.scores.get("dev/knn/r_V") is not None for r in results):
+            columns = columns + NEIGHBOUR_COLUMNS[:2]
         parts += ["EmoBank dev:", "", markdown_table(table, "emobank", "dev", columns, method_order, methods), ""]
     if "goemotions" in corpora:
         parts += ["GoEmotions dev:", "", markdown_table(table, "goemotions", "dev", GOEMOTIONS_COLUMNS[:3],

@@ -73,6 +73,11 @@ class RunResult:
     embeddings_file: str | None = None  # EmoBank test embeddings (dense models), for the projection plot
 
 
+# part of every run's key: raised when evaluate.py adds a score, so that results kept on disk without it are
+# computed again instead of read back short of it (2: the EmoBank neighbour probe)
+SCORES_VERSION = 2
+
+
 def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -97,7 +102,7 @@ def run_one(corpus, method, budget: Budget, seed: int, work_dir: Path, log=print
     params = model.params() if hasattr(model, "params") else {}
     kind = type(model).__name__ + (f"/{type(model.estimator).__name__}" if hasattr(model, "estimator") else "")
     budget = getattr(model, "budget", budget)  # a baseline may run with its own learning rate
-    key = fingerprint(corpus.name, kind, seed, budget.as_dict(), params,
+    key = fingerprint(SCORES_VERSION, corpus.name, kind, seed, budget.as_dict(), params,
                       {s: len(f) for s, f in corpus.frames.items()}, corpus.frames["train"]["text"].iloc[:5].tolist(),
                       list(splits))
     path = work_dir / f"{corpus.name}-seed{seed}-{key}.json"
