@@ -33,8 +33,9 @@ import numpy as np
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold, cross_val_predict
 
-from .evaluate import RIDGE_ALPHAS, neighbour_probe
+from .evaluate import RIDGE_ALPHAS, neighbour_probe, va_scores
 from .methods import all_methods
+from .report import _cell
 from .suite import PROFILES, load_corpus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,14 +49,12 @@ def readouts(n_texts: int, seed: int = 0) -> dict:
 
 
 def score_embeddings(embeddings: np.ndarray, va: np.ndarray, seed: int = 0) -> dict:
-    """Cross-validated Pearson r of valence and arousal for each read-out: {"linear/r_V": ..., ...}."""
+    """Cross-validated Pearson r and MAE of valence and arousal per read-out: {"linear/r_V": ..., ...}."""
     x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     folds = KFold(FOLDS, shuffle=True, random_state=seed)
     scores = {}
     for name, model in readouts(len(x), seed).items():
-        pred = cross_val_predict(model, x, va, cv=folds)
-        for k, dim in enumerate("VA"):
-            scores[f"{name}/r_{dim}"] = float(np.corrcoef(pred[:, k], va[:, k])[0, 1])
+        scores.update(va_scores(cross_val_predict(model, x, va, cv=folds), va, f"{name}/"))
     return scores
 
 
@@ -75,12 +74,6 @@ def table_rows(tag: str, out: Path, work_dir: Path, va: np.ndarray) -> list[tupl
     return list(per_method.items())
 
 
-def _cell(values) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
-
-
 def render(command: str, sections: list[tuple[str, list]]) -> str:
     names = {name: m.label for name, m in all_methods().items()}
     lines = [f"Command: `{command}`  ", f"Date: {datetime.date.today().isoformat()}. EmoBank test (1,000 texts), "
@@ -91,7 +84,7 @@ def render(command: str, sections: list[tuple[str, list]]) -> str:
                   "| method | seeds | linear r_V | neighbours r_V | linear r_A | neighbours r_A |",
                   "|---|---|---|---|---|---|"]
         for method, runs in rows:
-            cols = [_cell([r[key] for r in runs]) for key in
+            cols = [_cell([r[key] for r in runs], ".3f") for key in
                     ("linear/r_V", "neighbours/r_V", "linear/r_A", "neighbours/r_A")]
             lines.append(f"| {names.get(method, method)} | {len(runs)} | " + " | ".join(cols) + " |")
         lines.append("")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluate import NEIGHBOUR_FOLDS, NEIGHBOURS
 from .methods import all_methods
 
 # (score key without the split, column title, format); "↓" marks lower-is-better columns
@@ -96,8 +97,9 @@ def render(meta, results, method_order, splits=("dev", "test"), methods=None) ->
                   "", markdown_table(table, "emobank", "test", GEOMETRY_COLUMNS, method_order, methods)]
         if any(r.scores.get("test/knn/r_V") is not None for r in results):
             parts += ["", "### EmoBank, test: neighbour probe (diagnostic)", "",
-                      "A distance-weighted k-nearest-neighbour regressor on cosine distance, k ∈ {5, 10, 20, 50} "
-                      "chosen by 5-fold CV on the training texts' embeddings: does a text's VA follow from its "
+                      "A distance-weighted k-nearest-neighbour regressor on cosine distance, k ∈ "
+                      f"{{{', '.join(map(str, NEIGHBOURS))}}} chosen by {NEIGHBOUR_FOLDS}-fold CV on the training "
+                      "texts' embeddings: does a text's VA follow from its "
                       "neighbours' (what a contrastive loss over VA labels asks) rather than from a direction of "
                       "the space (what the linear probe reads)? The linear columns repeat the table above.", "",
                       markdown_table(table, "emobank", "test", NEIGHBOUR_COLUMNS, method_order, methods)]
