@@ -48,10 +48,16 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
     See Also
     --------
     sklearn.pipeline.Pipeline : chain the embedder with a linear model.
+    sklearn.neighbors.KNeighborsRegressor : a neighbour read-out of the embeddings.
 
     Notes
     -----
     The key encoder, the queue and the optimiser exist only during ``fit``; they are not kept nor pickled.
+
+    The contrastive loss gathers texts with near labels rather than laying the labels along a direction, so
+    a neighbour read-out (``KNeighborsRegressor(metric="cosine", weights="distance")``) can read them better
+    than a linear model once there are thousands of training texts: see the benchmarks page
+    (``docs/benchmarks.md``) for both read-outs on EmoBank.
 
     Examples
     --------
