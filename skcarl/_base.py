@@ -104,6 +104,8 @@ class _CARLBase(BaseEstimator):
         contrastive_loss="soft_infonce",
         temperature=0.05,
         label_temperature="auto",
+        ranking_weight=0.0,
+        ranking_temperature=0.5,
         va_range=None,
         momentum=0.995,
         queue_size=4096,
@@ -138,6 +140,8 @@ class _CARLBase(BaseEstimator):
         self.contrastive_loss = contrastive_loss
         self.temperature = temperature
         self.label_temperature = label_temperature
+        self.ranking_weight = ranking_weight
+        self.ranking_temperature = ranking_temperature
         self.va_range = va_range
         self.momentum = momentum
         self.queue_size = queue_size
@@ -191,6 +195,8 @@ class _CARLBase(BaseEstimator):
                 check.number("label_temperature", 0, low_open=True)
             except ValueError:
                 raise check._fail("label_temperature", "a float in the range (0, inf) or 'auto'") from None
+        check.number("ranking_weight", 0)
+        check.number("ranking_temperature", 0, low_open=True)
         check.range_pairs("va_range")
         check.number("momentum", 0, 1)
         check.number("queue_size", 0, integer=True)
@@ -386,7 +392,8 @@ class _CARLBase(BaseEstimator):
     def _training_config(self, label_temperature: float, queue_size: int) -> TrainingConfig:
         return TrainingConfig(
             contrastive_loss=self.contrastive_loss, temperature=self.temperature,
-            label_temperature=label_temperature, momentum=self.momentum, queue_size=queue_size,
+            label_temperature=label_temperature, ranking_weight=self.ranking_weight,
+            ranking_temperature=self.ranking_temperature, momentum=self.momentum, queue_size=queue_size,
             saliency=self.saliency, token_selection=self.token_selection, saliency_refresh=self.saliency_refresh,
             perturb_ratio=self.perturb_ratio,
             detection_weight=self.detection_weight, learning_rate=self.learning_rate,

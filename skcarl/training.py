@@ -131,6 +131,8 @@ class TrainingConfig:
     contrastive_loss: str = "soft_infonce"
     temperature: float = 0.05
     label_temperature: float = 0.02
+    ranking_weight: float = 0.0
+    ranking_temperature: float = 0.5
     momentum: float = 0.995
     queue_size: int = 4096
     saliency: str = "grad_norm"
@@ -341,7 +343,8 @@ class CARLTrainer:
             self.key_network.compile_encoder()
         self.queue = KeyQueue(config.queue_size, self.network.key_dim, label_dim, device)
         self.contrastive_loss = make_contrastive_loss(config.contrastive_loss, config.temperature,
-                                                      config.label_temperature)
+                                                      config.label_temperature, config.ranking_weight,
+                                                      config.ranking_temperature)
         self.detection_loss = TokenDetectionLoss()
         self.optimizer = torch.optim.AdamW(_parameter_groups(self.network, self.label_points, config))
         total = max(1, steps_per_epoch * config.max_epochs)

@@ -9,6 +9,7 @@ import torch
 from scipy.stats import spearmanr
 
 from skcarl import CARLEmbedder
+from skcarl.losses import RankRegularisedLoss, SoftInfoNCELoss
 from skcarl.training import CARLTrainer
 
 FAST = dict(batch_size=16, max_epochs=1, queue_size=32, random_state=0)
@@ -86,6 +87,27 @@ def test_every_loss_and_perturbation_trains(tiny_bert, affect_data, perturbation
     emb = CARLEmbedder(tiny_bert, **FAST, detection_weight=0.1, perturbation=perturbation, contrastive_loss=loss,
                        saliency="grad_x_input").fit(X, y)
     assert np.isfinite(emb.loss_curve_).all() and emb.history_[0]["detection_loss"] > 0
+
+
+def test_ranking_weight_adds_the_rank_n_contrast_term_to_training(tiny_bert, affect_data, monkeypatch):
+    """The trainer's L_cont is soft InfoNCE plus w·RnC(τ_r) with the estimator's w and τ_r; the recorded
+    contrastive loss includes the (positive) ranking term."""
+    X, y = affect_data
+    losses = []
+    init = CARLTrainer.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        losses.append(self.contrastive_loss)
+
+    monkeypatch.setattr(CARLTrainer, "__init__", spy)
+    plain = CARLEmbedder(tiny_bert, **FAST).fit(X, y)
+    ranked = CARLEmbedder(tiny_bert, **FAST, ranking_weight=2.0, ranking_temperature=0.3).fit(X, y)
+    assert type(losses[0]) is SoftInfoNCELoss
+    assert isinstance(losses[1], RankRegularisedLoss) and type(losses[1].base) is SoftInfoNCELoss
+    assert losses[1].weight == 2.0 and losses[1].ranking.temperature == 0.3
+    assert ranked.history_[0]["contrastive_loss"] > plain.history_[0]["contrastive_loss"] + 1.0
+    assert np.isfinite(ranked.transform(X)).all()
 
 
 def test_early_stopping_restores_best_epoch(tiny_bert, affect_data, monkeypatch):

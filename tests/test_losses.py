@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from skcarl.losses import (
     CONTRASTIVE_LOSSES,
     RankNContrastLoss,
+    RankRegularisedLoss,
     SoftInfoNCELoss,
     TokenDetectionLoss,
     WeightedSupConLoss,
@@ -362,3 +363,42 @@ def test_make_contrastive_loss_unknown_name():
     assert set(CONTRASTIVE_LOSSES) == {"soft_infonce", "weighted_supcon", "rank_n_contrast"}
     with pytest.raises(KeyError):
         make_contrastive_loss("infonce", 0.1, 0.1)
+
+
+# ---------------------------------------------------------------------------------------------- ranking term
+def _far_order_case(swapped: bool):
+    """One query labelled 0 whose own key matches it; two far candidates labelled 0.5 and 1.0, the nearer
+    of them more similar to the query (``swapped``: the farther one)."""
+    q = F.normalize(torch.tensor([[1.0, 0.0, 0.0]]), dim=1)
+    near_far = [[0.6, 0.8, 0.0], [0.0, 0.6, 0.8]]
+    k = F.normalize(torch.tensor([[1.0, 0.0, 0.0]] + (near_far[::-1] if swapped else near_far)), dim=1)
+    y = torch.tensor([[0.0]])
+    yk = torch.tensor([[0.0], [0.5], [1.0]])
+    return q, k, y, yk
+
+
+def test_ranking_term_orders_far_candidates_that_sharp_soft_infonce_ignores():
+    """With a sharp τ_y, soft InfoNCE cannot tell which far candidate is nearer (its value is the same
+    when their similarities swap); the Rank-N-Contrast term can, and the sum prefers the right order."""
+    base = SoftInfoNCELoss(TAU, 1e-3)
+    loss = RankRegularisedLoss(base, RankNContrastLoss(0.5), weight=0.5)
+    right, wrong = _far_order_case(False), _far_order_case(True)
+    np.testing.assert_allclose(float(base(*right)), float(base(*wrong)), rtol=1e-6)
+    assert float(loss(*right)) < float(loss(*wrong)) - 1e-3
+
+
+def test_ranking_weight_scales_the_rank_n_contrast_term():
+    """L = L_base + w·L_RnC(τ_r) for every w, against the two losses computed alone."""
+    q, k, y, yk = (torch.tensor(a) for a in (Q, K, Y, YK))
+    base, ranking = SoftInfoNCELoss(TAU, TAU_Y), RankNContrastLoss(0.5)
+    for w in (0.25, 1.0, 3.0):
+        got = float(make_contrastive_loss("soft_infonce", TAU, TAU_Y, ranking_weight=w, ranking_temperature=0.5)(
+            q, k, y, yk))
+        np.testing.assert_allclose(got, float(base(q, k, y, yk)) + w * float(ranking(q, k, y, yk)), rtol=1e-6)
+
+
+def test_make_contrastive_loss_adds_the_ranking_term_only_with_positive_weight():
+    assert type(make_contrastive_loss("soft_infonce", 0.05, 0.02, ranking_weight=0.0)) is SoftInfoNCELoss
+    loss = make_contrastive_loss("weighted_supcon", 0.05, 0.02, ranking_weight=2.0, ranking_temperature=0.7)
+    assert isinstance(loss, RankRegularisedLoss) and type(loss.base) is WeightedSupConLoss
+    assert loss.weight == 2.0 and loss.ranking.temperature == 0.7 and loss.base.temperature == 0.05

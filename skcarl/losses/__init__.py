@@ -7,6 +7,7 @@ Gradients flow into the queries only.
 
 from .detection import TokenDetectionLoss
 from .rank_n_contrast import RankNContrastLoss
+from .rank_regularised import RankRegularisedLoss
 from .soft_infonce import SoftInfoNCELoss
 from .weighted_supcon import WeightedSupConLoss
 
@@ -17,21 +18,29 @@ CONTRASTIVE_LOSSES = {
 }
 
 
-def make_contrastive_loss(name, temperature, label_temperature):
-    """Build the contrastive loss called ``name`` (a key of :data:`CONTRASTIVE_LOSSES`).
+def make_contrastive_loss(name, temperature, label_temperature, ranking_weight=0.0, ranking_temperature=0.5):
+    """Build the contrastive loss called ``name`` (a key of :data:`CONTRASTIVE_LOSSES`), with a
+    Rank-N-Contrast term of weight ``ranking_weight`` and temperature ``ranking_temperature`` added when
+    the weight is positive (:class:`RankRegularisedLoss`).
 
     Examples
     --------
     >>> from skcarl.losses import make_contrastive_loss
     >>> make_contrastive_loss("rank_n_contrast", temperature=0.05, label_temperature=0.02)
     RankNContrastLoss()
+    >>> make_contrastive_loss("soft_infonce", 0.05, 0.02, ranking_weight=0.5).weight
+    0.5
     """
-    return CONTRASTIVE_LOSSES[name](temperature=temperature, label_temperature=label_temperature)
+    loss = CONTRASTIVE_LOSSES[name](temperature=temperature, label_temperature=label_temperature)
+    if ranking_weight == 0:
+        return loss
+    return RankRegularisedLoss(loss, RankNContrastLoss(temperature=ranking_temperature), ranking_weight)
 
 
 __all__ = [
     "CONTRASTIVE_LOSSES",
     "RankNContrastLoss",
+    "RankRegularisedLoss",
     "SoftInfoNCELoss",
     "TokenDetectionLoss",
     "WeightedSupConLoss",
