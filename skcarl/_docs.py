@@ -25,8 +25,9 @@ CARL_PARAMETERS = """\
         Weight w of a Rank-N-Contrast term added to L_cont (:class:`skcarl.losses.RankRegularisedLoss`):
         every candidate is contrasted against those at least as far in label space, which keeps the
         global order of the labels that a sharp τ_y leaves loose. ``0`` leaves it out. On EmoBank
-        (MiniLM, three epochs) ``20`` raised the linear probe of the embeddings on dev and on test (test
-        r_V 0.708 / r_A 0.502 to 0.715 / 0.508; ``docs/benchmarks.md``, dev study round 8).
+        (MiniLM, three epochs) ``100``, chosen on dev, raised the linear probe of the embeddings on dev
+        and on test (test r_V 0.708 / r_A 0.502 to 0.719 / 0.506; ``docs/benchmarks.md``, dev study
+        rounds 8 and 9).
     ranking_temperature : float, default=0.5
         τ of the Rank-N-Contrast term's similarities; it wants a softer one than the main loss. Unused
         when ``ranking_weight=0``.

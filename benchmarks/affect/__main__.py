@@ -43,7 +43,7 @@ TUNING_GRID = {
     "momentum": [0.9, 0.99],
     "projection_dim": [None],
     "contrastive_loss": ["soft_infonce", "weighted_supcon", "rank_n_contrast"],
-    "ranking_weight": [1.0, 5.0, 20.0, 50.0],
+    "ranking_weight": [1.0, 5.0, 20.0, 50.0, 100.0, 200.0],
 }
 
 
