@@ -44,6 +44,7 @@ TUNING_GRID = {
     "projection_dim": [None],
     "contrastive_loss": ["soft_infonce", "weighted_supcon", "rank_n_contrast"],
     "ranking_weight": [1.0, 5.0, 20.0, 50.0, 100.0, 200.0],
+    "ranking_temperature": [0.25, 1.0],
 }
 
 

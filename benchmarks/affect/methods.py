@@ -110,10 +110,13 @@ class DiscreteSupCon(CARLModel):
 # λ of the ablations that study the detection task (token selection, operators): they set it explicitly, so
 # that they stay detection ablations whatever the default λ is.
 DETECTION_WEIGHT = 0.1
-# the weights of the Rank-N-Contrast term that ran at three seeds, each the dev pick of its round of the study
-# (three epochs on all of EmoBank, seed 0): round 8's grid ended at w = 50 still rising, round 9 extended it
-RANKING_WEIGHT = 20.0
-RANKING_WEIGHT_ROUND9 = 100.0
+# the Rank-N-Contrast terms run at three seeds, each the dev pick of a round of the study (three epochs on all
+# of EmoBank, seed 0): w of round 8 (its grid ended at w = 50 still rising) and 9, τ_r of round 10
+RANKING_TERMS = {
+    "carl_ranking": dict(ranking_weight=20.0),
+    "carl_ranking_100": dict(ranking_weight=100.0),
+    "carl_ranking_100_sharp": dict(ranking_weight=100.0, ranking_temperature=0.25),
+}
 
 ABLATIONS = {
     "carl_no_queue": ("no momentum encoder, no queue (m = 0, K = 0)", dict(momentum=0.0, queue_size=0)),
@@ -132,12 +135,9 @@ ABLATIONS = {
     "carl_loss_soft_infonce": ("loss: soft InfoNCE", dict(contrastive_loss="soft_infonce")),
     "carl_loss_weighted_supcon": ("loss: weighted SupCon", dict(contrastive_loss="weighted_supcon")),
     "carl_loss_rank_n_contrast": ("loss: Rank-N-Contrast", dict(contrastive_loss="rank_n_contrast")),
-    "carl_ranking": (f"ranking term, w = {RANKING_WEIGHT:g} "
-                     f"(Rank-N-Contrast, τ_r = {_DEFAULTS['ranking_temperature']:g})",
-                     dict(ranking_weight=RANKING_WEIGHT)),
-    f"carl_ranking_{RANKING_WEIGHT_ROUND9:g}": (
-        f"ranking term, w = {RANKING_WEIGHT_ROUND9:g} (Rank-N-Contrast, τ_r = {_DEFAULTS['ranking_temperature']:g})",
-        dict(ranking_weight=RANKING_WEIGHT_ROUND9)),
+    **{name: (f"ranking term, w = {term['ranking_weight']:g} (Rank-N-Contrast, "
+              f"τ_r = {term.get('ranking_temperature', _DEFAULTS['ranking_temperature']):g})", term)
+       for name, term in RANKING_TERMS.items()},
 }
 
 
