@@ -110,8 +110,8 @@ class DiscreteSupCon(CARLModel):
 # λ of the ablations that study the detection task (token selection, operators): they set it explicitly, so
 # that they stay detection ablations whatever the default λ is.
 DETECTION_WEIGHT = 0.1
-# the Rank-N-Contrast terms run at three seeds, each the dev pick of a round of the study (three epochs on all
-# of EmoBank, seed 0): w of round 8 (its grid ended at w = 50 still rising) and 9, τ_r of round 10
+# the Rank-N-Contrast terms chosen for three-seed runs, each the dev pick of a round of the study (three epochs
+# on all of EmoBank, seed 0): w of round 8 (its grid ended at w = 50 still rising) and 9, τ_r of round 10
 RANKING_TERMS = {
     "carl_ranking": dict(ranking_weight=20.0),
     "carl_ranking_100": dict(ranking_weight=100.0),
