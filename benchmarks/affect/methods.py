@@ -138,6 +138,9 @@ ABLATIONS = {
     **{name: (f"ranking term, w = {term['ranking_weight']:g} (Rank-N-Contrast, "
               f"τ_r = {term.get('ranking_temperature', _DEFAULTS['ranking_temperature']):g})", term)
        for name, term in RANKING_TERMS.items()},
+    # round 10's term with CARL's loss beside the task head: does the term help the end-to-end estimators too?
+    "carl_e2e_ranking_100_sharp": ("CARLRegressor / CARLClassifier with the ranking term, w = 100, τ_r = 0.25",
+                                   dict(estimator="e2e", **RANKING_TERMS["carl_ranking_100_sharp"])),
 }
 
 
