@@ -46,6 +46,23 @@ from .va_labels import (
     scale_labels,
 )
 
+# The ranking term's weight under ranking_weight="auto" for continuous labels. Chosen on EmoBank dev (three
+# epochs, MiniLM; docs/benchmarks.md, dev study rounds 8 to 10): dev scores rise up to w = 50 and stay flat to
+# 200. Class labels get no term: on GoEmotions dev it lowered accuracy and macro-F1, their anchors leaving most
+# label distances tied, so there is little order for it to keep.
+AUTO_RANKING_WEIGHT = 100.0
+
+
+def resolve_ranking_weight(ranking_weight, continuous: bool, contrastive_loss: str = "soft_infonce") -> float:
+    """The weight of the ranking term that ``ranking_weight`` means for these labels and this loss.
+
+    ``"auto"`` adds the term to continuous labels only, and not to a loss that is Rank-N-Contrast already.
+    """
+    if isinstance(ranking_weight, str) and ranking_weight == "auto":
+        return AUTO_RANKING_WEIGHT if continuous and contrastive_loss != "rank_n_contrast" else 0.0
+    return float(ranking_weight)
+
+
 # Fitted attributes that depend on the kind of y (continuous or classes) and so on the estimator's last fit.
 _TARGET_ATTRIBUTES = {"n_outputs_", "classes_", "va_map_", "multilabel_", "class_weight_", "target_mean_",
                       "target_scale_", "_y_ndim"}
@@ -104,8 +121,8 @@ class _CARLBase(BaseEstimator):
         contrastive_loss="soft_infonce",
         temperature=0.05,
         label_temperature="auto",
-        ranking_weight=0.0,
-        ranking_temperature=0.5,
+        ranking_weight="auto",
+        ranking_temperature=0.25,
         va_range=None,
         momentum=0.995,
         queue_size=4096,
@@ -195,7 +212,11 @@ class _CARLBase(BaseEstimator):
                 check.number("label_temperature", 0, low_open=True)
             except ValueError:
                 raise check._fail("label_temperature", "a float in the range (0, inf) or 'auto'") from None
-        check.number("ranking_weight", 0)
+        if not (isinstance(self.ranking_weight, str) and self.ranking_weight == "auto"):
+            try:
+                check.number("ranking_weight", 0)
+            except ValueError:
+                raise check._fail("ranking_weight", "a float in the range [0, inf) or 'auto'") from None
         check.number("ranking_temperature", 0, low_open=True)
         check.range_pairs("va_range")
         check.number("momentum", 0, 1)
@@ -325,11 +346,13 @@ class _CARLBase(BaseEstimator):
                                           prepared.task_targets[train_idx], tokenizer.pad_token_id,
                                           self.batch_size, device)
             label_temperature = self._label_temperature(prepared, train_idx, rng)
+            ranking_weight = resolve_ranking_weight(self.ranking_weight, isinstance(prepared.points, ContinuousLabels),
+                                                    self.contrastive_loss)
             # a step's batch is batch_size texts per rank
             queue_size = min(self.queue_size, max(len(train_idx) - self.batch_size * world_size, 0))
             trainer = CARLTrainer(
                 network,
-                self._training_config(label_temperature, queue_size),
+                self._training_config(label_temperature, ranking_weight, queue_size),
                 device,
                 self._make_perturber(tokenizer, train_tokens),
                 label_points=prepared.points,
@@ -352,7 +375,8 @@ class _CARLBase(BaseEstimator):
             fitted["va_map_"] = {c: tuple(float(v) for v in low + a * span)
                                  for c, a in zip(fitted["classes_"].tolist(), anchors)}
         fitted.update(
-            label_temperature_=label_temperature, queue_size_=queue_size, history_=history,
+            label_temperature_=label_temperature, ranking_weight_=ranking_weight, queue_size_=queue_size,
+            history_=history,
             loss_curve_=[record["loss"] for record in history],
             validation_scores_=[r["validation_loss"] for r in history] if validation is not None else None,
             best_epoch_=trainer.best_epoch, n_iter_=len(history), fit_time_=time.perf_counter() - started,
@@ -389,10 +413,10 @@ class _CARLBase(BaseEstimator):
         order = rng.permutation(n)
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
-    def _training_config(self, label_temperature: float, queue_size: int) -> TrainingConfig:
+    def _training_config(self, label_temperature: float, ranking_weight: float, queue_size: int) -> TrainingConfig:
         return TrainingConfig(
             contrastive_loss=self.contrastive_loss, temperature=self.temperature,
-            label_temperature=label_temperature, ranking_weight=self.ranking_weight,
+            label_temperature=label_temperature, ranking_weight=ranking_weight,
             ranking_temperature=self.ranking_temperature, momentum=self.momentum, queue_size=queue_size,
             saliency=self.saliency, token_selection=self.token_selection, saliency_refresh=self.saliency_refresh,
             perturb_ratio=self.perturb_ratio,

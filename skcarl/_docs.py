@@ -21,16 +21,19 @@ CARL_PARAMETERS = """\
         τ_y of the soft targets t_ij = softmax_j(−‖y_i − y_j‖/τ_y) (σ of ``"weighted_supcon"``), in units
         of the labels scaled to [0, 1]. ``"auto"`` uses 0.14 × the median pairwise distance of the scaled
         training labels, recorded in ``label_temperature_``.
-    ranking_weight : float, default=0.0
+    ranking_weight : float or "auto", default="auto"
         Weight w of a Rank-N-Contrast term added to L_cont (:class:`skcarl.losses.RankRegularisedLoss`):
         every candidate is contrasted against those at least as far in label space, which keeps the
-        global order of the labels that a sharp τ_y leaves loose. ``0`` leaves it out. On EmoBank
-        (MiniLM, three epochs) ``100`` with ``ranking_temperature=0.25``, chosen on dev, raised the
-        linear probe of the embeddings on dev and on test (test r_V 0.708 / r_A 0.502 to 0.725 / 0.509,
-        past plain fine-tuning's 0.723 / 0.506; ``docs/benchmarks.md``, dev study rounds 8 to 10).
-    ranking_temperature : float, default=0.5
-        τ of the Rank-N-Contrast term's similarities; it wants a softer one than the main loss. Unused
-        when ``ranking_weight=0``.
+        global order of the labels that a sharp τ_y leaves loose. ``0`` leaves it out. ``"auto"`` uses
+        ``100`` for continuous labels and ``0`` for class labels (whose VA anchors leave most label
+        distances tied) or when ``contrastive_loss="rank_n_contrast"``; the value used is recorded in
+        ``ranking_weight_``. On EmoBank (MiniLM, three epochs) w = 100 with τ_r = 0.25, chosen on dev,
+        raised the linear probe of the embeddings from test r_V 0.708 / r_A 0.502 to 0.725 / 0.509, past
+        plain fine-tuning's 0.723 / 0.506; on GoEmotions' Ekman classes (two epochs) it lowered dev
+        accuracy and macro-F1 (``docs/benchmarks.md``: dev study rounds 8 to 10, the GoEmotions tables).
+    ranking_temperature : float, default=0.25
+        τ_r of the Rank-N-Contrast term's similarities; softer than the main loss's τ. Unused when the
+        term is off (``ranking_weight_ == 0``).
     va_range : tuple (low, high), array of shape (n_outputs, 2) or None, default=None
         Scale of the labels, mapped to [0, 1] per column. ``None`` uses the training minimum and maximum;
         give the rating scale, e.g. ``(1, 9)``, when it is known.
@@ -128,6 +131,8 @@ CARL_ATTRIBUTES = """\
         The label range mapped to [0, 1] for L_cont (for class labels: the range of the VA anchors).
     label_temperature_ : float
         τ_y used for training.
+    ranking_weight_ : float
+        Weight of the ranking term used for training (``ranking_weight`` with ``"auto"`` resolved).
     queue_size_ : int
         Queue length used for training.
     history_ : list of dict

@@ -132,7 +132,7 @@ class TrainingConfig:
     temperature: float = 0.05
     label_temperature: float = 0.02
     ranking_weight: float = 0.0
-    ranking_temperature: float = 0.5
+    ranking_temperature: float = 0.25
     momentum: float = 0.995
     queue_size: int = 4096
     saliency: str = "grad_norm"

@@ -9,6 +9,7 @@ import torch
 from scipy.stats import spearmanr
 
 from skcarl import CARLEmbedder
+from skcarl._base import AUTO_RANKING_WEIGHT
 from skcarl.losses import RankRegularisedLoss, SoftInfoNCELoss
 from skcarl.training import CARLTrainer
 
@@ -44,10 +45,11 @@ def test_same_seed_identical_embeddings_and_global_rng_untouched(tiny_bert, affe
     assert not np.allclose(Z1, Z3)
 
 
-@pytest.mark.parametrize("projection_dim", [128, None])
-def test_training_orders_embeddings_by_va_distance(tiny_bert, projection_dim):
+@pytest.mark.parametrize("projection_dim, ranking_weight", [(128, 0.0), (None, 0.0), (128, "auto")])
+def test_training_orders_embeddings_by_va_distance(tiny_bert, projection_dim, ranking_weight):
     """On a task where VA-close sentences share words, the loss falls and embedding distance
-    comes to follow VA distance, with the loss on the projection head's output or on the embedding itself."""
+    comes to follow VA distance, with the loss on the projection head's output or on the embedding itself,
+    and with the ranking term (w = 100 times a loss whose floor is near log(candidates): it falls, by less)."""
     from conftest import synthetic_affect
 
     X, y = synthetic_affect(n=96, seed=3)
@@ -58,11 +60,12 @@ def test_training_orders_embeddings_by_va_distance(tiny_bert, projection_dim):
         return spearmanr(1 - (Z @ Z.T)[iu], va_dist)[0]
 
     params = dict(batch_size=16, queue_size=0, learning_rate=1e-3, head_learning_rate=1e-3, max_epochs=8,
-                  warmup_ratio=0.0, random_state=0, projection_dim=projection_dim)
+                  warmup_ratio=0.0, random_state=0, projection_dim=projection_dim, ranking_weight=ranking_weight)
     untrained = CARLEmbedder(tiny_bert, **{**params, "max_epochs": 1, "learning_rate": 1e-12,
                                            "head_learning_rate": 1e-12}).fit(X, y)
     trained = CARLEmbedder(tiny_bert, **params).fit(X, y)
-    assert trained.history_[-1]["contrastive_loss"] < 0.9 * trained.history_[0]["contrastive_loss"]
+    fall = 0.9 if ranking_weight == 0 else 1.0
+    assert trained.history_[-1]["contrastive_loss"] < fall * trained.history_[0]["contrastive_loss"]
     before, after = rank_agreement(untrained.transform(X)), rank_agreement(trained.transform(X))
     assert after > before + 0.1, (before, after)
 
@@ -89,10 +92,9 @@ def test_every_loss_and_perturbation_trains(tiny_bert, affect_data, perturbation
     assert np.isfinite(emb.loss_curve_).all() and emb.history_[0]["detection_loss"] > 0
 
 
-def test_ranking_weight_adds_the_rank_n_contrast_term_to_training(tiny_bert, affect_data, monkeypatch):
-    """The trainer's L_cont is soft InfoNCE plus w·RnC(τ_r) with the estimator's w and τ_r; the recorded
-    contrastive loss includes the (positive) ranking term."""
-    X, y = affect_data
+@pytest.fixture
+def trainer_losses(monkeypatch):
+    """The contrastive loss of every CARLTrainer built from here on, in order."""
     losses = []
     init = CARLTrainer.__init__
 
@@ -101,13 +103,38 @@ def test_ranking_weight_adds_the_rank_n_contrast_term_to_training(tiny_bert, aff
         losses.append(self.contrastive_loss)
 
     monkeypatch.setattr(CARLTrainer, "__init__", spy)
-    plain = CARLEmbedder(tiny_bert, **FAST).fit(X, y)
+    return losses
+
+
+def test_ranking_weight_adds_the_rank_n_contrast_term_to_training(tiny_bert, affect_data, trainer_losses):
+    """The trainer's L_cont is soft InfoNCE plus w·RnC(τ_r) with the estimator's w and τ_r; the recorded
+    contrastive loss includes the (positive) ranking term."""
+    X, y = affect_data
+    losses = trainer_losses
+    plain = CARLEmbedder(tiny_bert, **FAST, ranking_weight=0).fit(X, y)
     ranked = CARLEmbedder(tiny_bert, **FAST, ranking_weight=2.0, ranking_temperature=0.3).fit(X, y)
-    assert type(losses[0]) is SoftInfoNCELoss
+    assert type(losses[0]) is SoftInfoNCELoss and plain.ranking_weight_ == 0
     assert isinstance(losses[1], RankRegularisedLoss) and type(losses[1].base) is SoftInfoNCELoss
-    assert losses[1].weight == 2.0 and losses[1].ranking.temperature == 0.3
+    assert losses[1].weight == 2.0 and losses[1].ranking.temperature == 0.3 and ranked.ranking_weight_ == 2.0
     assert ranked.history_[0]["contrastive_loss"] > plain.history_[0]["contrastive_loss"] + 1.0
     assert np.isfinite(ranked.transform(X)).all()
+
+
+def test_auto_ranking_weight_adds_the_term_to_continuous_labels_only(tiny_bert, affect_data, trainer_losses):
+    """``ranking_weight="auto"`` (the default) trains continuous labels with w = 100 and τ_r = 0.25, and
+    class labels, or a loss that is Rank-N-Contrast already, without the term."""
+    X, y = affect_data
+    losses = trainer_losses
+    continuous = CARLEmbedder(tiny_bert, **FAST).fit(X, y)
+    assert continuous.ranking_weight_ == AUTO_RANKING_WEIGHT == 100.0
+    assert isinstance(losses[-1], RankRegularisedLoss) and losses[-1].weight == 100.0
+    assert losses[-1].ranking.temperature == 0.25
+    classes = CARLEmbedder(tiny_bert, **FAST).fit(X, np.where(y[:, 0] > np.median(y[:, 0]), "joy", "sadness"))
+    assert classes.ranking_weight_ == 0.0 and type(losses[-1]) is SoftInfoNCELoss
+    rnc = CARLEmbedder(tiny_bert, **FAST, contrastive_loss="rank_n_contrast").fit(X, y)
+    assert rnc.ranking_weight_ == 0.0 and not isinstance(losses[-1], RankRegularisedLoss)
+    # a refit on the other kind of labels resolves "auto" again
+    assert classes.fit(X, y).ranking_weight_ == 100.0
 
 
 def test_early_stopping_restores_best_epoch(tiny_bert, affect_data, monkeypatch):

@@ -397,7 +397,7 @@ BAD_PARAMETERS = [
     ("temperature", "0.05"), ("temperature", None),
     ("label_temperature", "sharp"), ("label_temperature", 0), ("label_temperature", -1.0),
     ("label_temperature", np.nan), ("label_temperature", None),
-    ("ranking_weight", -0.5), ("ranking_weight", None), ("ranking_weight", np.inf),
+    ("ranking_weight", -0.5), ("ranking_weight", None), ("ranking_weight", np.inf), ("ranking_weight", "heavy"),
     ("ranking_temperature", 0), ("ranking_temperature", -1.0), ("ranking_temperature", "soft"),
     ("va_range", (9, 1)), ("va_range", (5, 5)), ("va_range", (1, np.nan)), ("va_range", (-np.inf, 9)),
     ("va_range", "1-9"), ("va_range", (1, 5, 9)), ("va_range", [[1, 9, 3]]), ("va_range", 5),

@@ -44,7 +44,7 @@ TUNING_GRID = {
     "projection_dim": [None],
     "contrastive_loss": ["soft_infonce", "weighted_supcon", "rank_n_contrast"],
     "ranking_weight": [1.0, 5.0, 20.0, 50.0, 100.0, 200.0],
-    "ranking_temperature": [0.25, 1.0],
+    "ranking_temperature": [0.1, 0.5, 1.0],
 }
 
 
@@ -76,8 +76,10 @@ def parse_params(text: str) -> dict:
     params = {}
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         key, _, value = item.partition("=")
-        default = CARLEmbedder().get_params()[key]
-        params[key] = value if isinstance(default, str) and value != "None" else _literal(value)
+        default, parsed = CARLEmbedder().get_params()[key], _literal(value)
+        # a string parameter stays a string unless it is a number ("auto" or a float: label_temperature)
+        numeric = isinstance(parsed, (int, float)) and not isinstance(parsed, bool)
+        params[key] = value if isinstance(default, str) and value != "None" and not numeric else parsed
     return params
 
 

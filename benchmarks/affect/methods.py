@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
+from skcarl._base import resolve_ranking_weight
 from skcarl.backbone import DEFAULT_BACKBONE
 
 from .baselines import FrozenEncoder, PlainFineTuning, TfidfModel
@@ -69,7 +70,10 @@ class CARLModel:
 
     def params(self) -> dict:
         params = {k: v for k, v in self.estimator.get_params().items() if k != "verbose"}
-        if params.get("ranking_weight") == 0:
+        # the weight the fit will use, so that "auto" and the number it stands for are one run
+        params["ranking_weight"] = resolve_ranking_weight(params["ranking_weight"], self.task == "va",
+                                                          params["contrastive_loss"])
+        if params["ranking_weight"] == 0:
             # added after results were kept: without the term a run computes what it did before, so its
             # key stays the one those results were kept under
             params.pop("ranking_weight"), params.pop("ranking_temperature")
@@ -94,7 +98,7 @@ class DiscreteSupCon(CARLModel):
 
     def __init__(self, budget, task, seed):
         super().__init__(budget, task, seed, contrastive_loss="weighted_supcon", label_temperature=0.05,
-                         detection_weight=0.0)
+                         detection_weight=0.0, ranking_weight=0.0)
 
     def fit(self, frame):
         if self.task == "va":
@@ -111,10 +115,11 @@ class DiscreteSupCon(CARLModel):
 # that they stay detection ablations whatever the default λ is.
 DETECTION_WEIGHT = 0.1
 # the Rank-N-Contrast terms chosen for three-seed runs, each the dev pick of a round of the study (three epochs
-# on all of EmoBank, seed 0): w of round 8 (its grid ended at w = 50 still rising) and 9, τ_r of round 10
+# on all of EmoBank, seed 0): w of round 8 (its grid ended at w = 50 still rising) and 9, τ_r of round 10 (the
+# default for continuous labels since; on class labels, where the default leaves the term out, it is an ablation)
 RANKING_TERMS = {
-    "carl_ranking": dict(ranking_weight=20.0),
-    "carl_ranking_100": dict(ranking_weight=100.0),
+    "carl_ranking": dict(ranking_weight=20.0, ranking_temperature=0.5),
+    "carl_ranking_100": dict(ranking_weight=100.0, ranking_temperature=0.5),
     "carl_ranking_100_sharp": dict(ranking_weight=100.0, ranking_temperature=0.25),
 }
 
@@ -135,12 +140,12 @@ ABLATIONS = {
     "carl_loss_soft_infonce": ("loss: soft InfoNCE", dict(contrastive_loss="soft_infonce")),
     "carl_loss_weighted_supcon": ("loss: weighted SupCon", dict(contrastive_loss="weighted_supcon")),
     "carl_loss_rank_n_contrast": ("loss: Rank-N-Contrast", dict(contrastive_loss="rank_n_contrast")),
-    **{name: (f"ranking term, w = {term['ranking_weight']:g} (Rank-N-Contrast, "
-              f"τ_r = {term.get('ranking_temperature', _DEFAULTS['ranking_temperature']):g})", term)
-       for name, term in RANKING_TERMS.items()},
-    # round 10's term with CARL's loss beside the task head: does the term help the end-to-end estimators too?
-    "carl_e2e_ranking_100_sharp": ("CARLRegressor / CARLClassifier with the ranking term, w = 100, τ_r = 0.25",
-                                   dict(estimator="e2e", **RANKING_TERMS["carl_ranking_100_sharp"])),
+    **{name: (f"ranking term, w = {term['ranking_weight']:g} (Rank-N-Contrast, τ_r = {term['ranking_temperature']:g})",
+              term) for name, term in RANKING_TERMS.items()},
+    # the defaults before the ranking term (ranking_weight="auto" leaves it out of class labels already)
+    "carl_no_ranking": ("no ranking term (w = 0)", dict(ranking_weight=0.0)),
+    "carl_e2e_no_ranking": ("CARLRegressor / CARLClassifier, no ranking term (w = 0)",
+                            dict(estimator="e2e", ranking_weight=0.0)),
 }
 
 
