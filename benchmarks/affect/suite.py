@@ -89,8 +89,8 @@ def load_corpus(name, profile: Profile, data_dir, sample_seed=0):
                              seed=sample_seed)
 
 
-def _model_and_key(corpus, method, budget: Budget, seed: int, splits) -> tuple[object, str]:
-    """The unfitted model of a run, and the key of what it computes."""
+def _model_and_key(corpus, method, budget: Budget, seed: int, splits) -> tuple[object, dict, str]:
+    """The unfitted model of a run, its parameters, and the key of what it computes."""
     model = method.make(budget, TASKS[corpus.name], seed)
     params = model.params() if hasattr(model, "params") else {}
     kind = type(model).__name__ + (f"/{type(model.estimator).__name__}" if hasattr(model, "estimator") else "")
@@ -98,7 +98,7 @@ def _model_and_key(corpus, method, budget: Budget, seed: int, splits) -> tuple[o
     key = fingerprint(SCORES_VERSION, corpus.name, kind, seed, budget.as_dict(), params,
                       {s: len(f) for s, f in corpus.frames.items()}, corpus.frames["train"]["text"].iloc[:5].tolist(),
                       list(splits))
-    return model, key
+    return model, params, key
 
 
 def run_one(corpus, method, budget: Budget, seed: int, work_dir: Path, log=print,
@@ -109,8 +109,7 @@ def run_one(corpus, method, budget: Budget, seed: int, work_dir: Path, log=print
     data — not by the method's name: a result already on disk for the same is read back, so that renaming
     a method or changing a default (which turns an ablation into the default row) trains nothing again.
     """
-    model, key = _model_and_key(corpus, method, budget, seed, splits)
-    params = model.params() if hasattr(model, "params") else {}
+    model, params, key = _model_and_key(corpus, method, budget, seed, splits)
     path = work_dir / f"{corpus.name}-seed{seed}-{key}.json"
     work_dir.mkdir(parents=True, exist_ok=True)
     if path.is_file():
@@ -157,7 +156,7 @@ def run_suite(profile: Profile, budget: Budget, corpora, method_names, data_dir,
             seeds = profile.seeds if methods[name].seeded else profile.seeds[:1]
             # an ablation can compute what an earlier row computes on one corpus and not on another (a
             # default that depends on the labels): the table keeps the first
-            key = _model_and_key(corpus, methods[name], budget, seeds[0], splits)[1]
+            key = _model_and_key(corpus, methods[name], budget, seeds[0], splits)[2]
             if key in computes:
                 log(f"{corpus_name}: {name} computes what {computes[key]} does; left out")
                 continue
