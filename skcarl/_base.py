@@ -46,10 +46,9 @@ from .va_labels import (
     scale_labels,
 )
 
-# The ranking term's weight under ranking_weight="auto" for continuous labels. Chosen on EmoBank dev (three
-# epochs, MiniLM; docs/benchmarks.md, dev study rounds 8 to 10): dev scores rise up to w = 50 and stay flat to
-# 200. Class labels get no term: on GoEmotions dev it lowered accuracy and macro-F1, their anchors leaving most
-# label distances tied, so there is little order for it to keep.
+# The ranking term's weight under ranking_weight="auto" for continuous labels: on EmoBank dev the probe scores
+# rise up to w = 50 and stay flat to 200 (docs/study_log.md). Class labels get no term: their anchors leave most
+# label distances tied, so there is little order for it to keep, and on GoEmotions dev it lowered accuracy.
 AUTO_RANKING_WEIGHT = 100.0
 
 

@@ -16,8 +16,8 @@ class RankRegularisedLoss(nn.Module):
     :class:`~skcarl.losses.RankNContrastLoss` contrasts every candidate against all those at least as
     far in label space, which asks for the order of similarities to follow the order of label
     distances at every range. Their sum keeps the local pull of the first and the global order of the
-    second. Each term keeps its own similarity temperature: Rank-N-Contrast wants a softer one
-    (``docs/benchmarks.md``, dev round 7).
+    second. Each term keeps its own similarity temperature, because Rank-N-Contrast wants a softer one
+    than soft InfoNCE (see :class:`~skcarl.losses.RankNContrastLoss`).
 
     Parameters
     ----------
