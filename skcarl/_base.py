@@ -17,11 +17,12 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import __version__, _ddp
+from . import _ddp
 from ._docs import CARL_ATTRIBUTES, CARL_PARAMETERS
 from ._oom import reports_oom_retries
 from ._targets import ClassTargets, check_class_targets
 from ._validation import ParameterChecker, check_continuous_targets, check_texts
+from ._version import __version__
 from .backbone import DEFAULT_BACKBONE, load_backbone, max_positions
 from .inference import embed_texts, map_texts, map_tokens
 from .losses import CONTRASTIVE_LOSSES

@@ -60,11 +60,3 @@ DEFAULT_VA_TABLE = {
     "melancholy": (0.188, 0.260),
     "sorrow": (0.052, 0.235),
 }
-
-GOEMOTIONS_LABELS = (
-    'admiration', 'amusement', 'anger', 'annoyance', 'approval', 'caring', 'confusion', 'curiosity', 'desire',
-    'disappointment', 'disapproval', 'disgust', 'embarrassment', 'excitement', 'fear', 'gratitude', 'grief',
-    'joy', 'love', 'nervousness', 'optimism', 'pride', 'realization', 'relief', 'remorse', 'sadness',
-    'surprise', 'neutral',
-)
-EKMAN_LABELS = ("anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral")

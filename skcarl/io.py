@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
 
 __all__ = ["InvalidModelError", "load", "save"]
 

@@ -6,8 +6,17 @@ import torch
 
 from skcarl import CARLClassifier, CARLEmbedder
 from skcarl._targets import check_class_targets
-from skcarl._va_table import DEFAULT_VA_TABLE, EKMAN_LABELS, GOEMOTIONS_LABELS
+from skcarl._va_table import DEFAULT_VA_TABLE
 from skcarl.va_labels import ClassAnchors, class_anchor_points
+
+# the label sets of the corpora the default table is meant to cover
+GOEMOTIONS_LABELS = (
+    'admiration', 'amusement', 'anger', 'annoyance', 'approval', 'caring', 'confusion', 'curiosity', 'desire',
+    'disappointment', 'disapproval', 'disgust', 'embarrassment', 'excitement', 'fear', 'gratitude', 'grief',
+    'joy', 'love', 'nervousness', 'optimism', 'pride', 'realization', 'relief', 'remorse', 'sadness',
+    'surprise', 'neutral',
+)
+EKMAN_LABELS = ("anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral")
 
 RNG = np.random.default_rng(0)
 
