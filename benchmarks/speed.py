@@ -133,6 +133,7 @@ class PlainFineTuning:
 
 def build_steppers(backbone, device, use_amp, n_texts, max_tokens, methods, compile_encoder=False):
     """One trainer per method, each on its own copy of the same pretrained weights."""
+    from skcarl import CARLEmbedder
     from skcarl.backbone import load_backbone
     from skcarl.network import CARLNetwork
     from skcarl.perturbation import TokenPerturber
@@ -148,9 +149,10 @@ def build_steppers(backbone, device, use_amp, n_texts, max_tokens, methods, comp
         if name == "plain":
             steppers[name] = PlainFineTuning(network, device, use_amp)
             continue
-        config = TrainingConfig(label_temperature=0.02, use_amp=use_amp,
-                                saliency_refresh="cached" if name == "carl_cached" else "step",
-                                detection_weight=0.0 if name == "carl_no_detection" else 0.1)
+        config = TrainingConfig.from_params(CARLEmbedder().get_params(), label_temperature=0.02, ranking_weight=0.0,
+                                            use_amp=use_amp,
+                                            saliency_refresh="cached" if name == "carl_cached" else "step",
+                                            detection_weight=0.0 if name == "carl_no_detection" else 0.1)
         perturber = TokenPerturber("random", len(tokenizer), tokenizer.all_special_ids)
         trainer = CARLTrainer(network, config, device, perturber, label_dim=2, steps_per_epoch=1000,
                               pad_id=tokenizer.pad_token_id)

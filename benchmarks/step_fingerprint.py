@@ -18,9 +18,15 @@ import sys
 import torch
 from transformers import BertConfig, BertModel
 
+from skcarl import CARLEmbedder
 from skcarl.network import CARLNetwork
 from skcarl.perturbation import PERTURBATIONS, TOKEN_SELECTIONS, TokenPerturber
 from skcarl.training import CARLTrainer, TrainingConfig
+
+# the estimators' defaults with detection on and the fixed values of "auto" settings: the setting the fingerprint
+# has always covered
+SETTING = {**CARLEmbedder().get_params(), "label_temperature": 0.02, "ranking_weight": 0.0, "detection_weight": 0.1,
+           "learning_rate": 2e-5}
 
 
 def fingerprint(n_steps: int = 4) -> dict:
@@ -32,7 +38,8 @@ def fingerprint(n_steps: int = 4) -> dict:
                                            num_attention_heads=2, intermediate_size=64))
             network = CARLNetwork(encoder, projection_dim=16)
             perturber = TokenPerturber(kind, 50, [0, 1, 2, 3, 4], mask_id=4, unigram_counts=torch.arange(50))
-            config = TrainingConfig(queue_size=8, batch_size=4, token_selection=selection, use_amp=False)
+            config = TrainingConfig.from_params(SETTING, queue_size=8, batch_size=4, token_selection=selection,
+                                                use_amp=False)
             trainer = CARLTrainer(network, config, torch.device("cpu"), perturber, label_dim=2,
                                   steps_per_epoch=5, pad_id=0)
             generator = torch.Generator().manual_seed(1)

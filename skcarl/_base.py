@@ -414,18 +414,8 @@ class _CARLBase(BaseEstimator):
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
     def _training_config(self, label_temperature: float, ranking_weight: float, queue_size: int) -> TrainingConfig:
-        return TrainingConfig(
-            contrastive_loss=self.contrastive_loss, temperature=self.temperature,
-            label_temperature=label_temperature, ranking_weight=ranking_weight,
-            ranking_temperature=self.ranking_temperature, momentum=self.momentum, queue_size=queue_size,
-            saliency=self.saliency, token_selection=self.token_selection, saliency_refresh=self.saliency_refresh,
-            perturb_ratio=self.perturb_ratio,
-            detection_weight=self.detection_weight, learning_rate=self.learning_rate,
-            head_learning_rate=self.head_learning_rate, weight_decay=self.weight_decay,
-            warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm, batch_size=self.batch_size,
-            max_epochs=self.max_epochs, n_iter_no_change=self.n_iter_no_change, use_amp=self.use_amp,
-            verbose=self.verbose,
-        )
+        return TrainingConfig.from_params(self.get_params(deep=False), label_temperature=label_temperature,
+                                          ranking_weight=ranking_weight, queue_size=queue_size)
 
     def _make_perturber(self, tokenizer, train_tokens) -> TokenPerturber | None:
         if self.perturbation is None or self.detection_weight == 0:

@@ -20,8 +20,8 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -119,37 +119,54 @@ class MixedPrecision:
 
 @dataclass
 class TrainingConfig:
-    """The estimator's training parameters, validated, as the trainer reads them.
+    """The estimator's training parameters, resolved, as the trainer reads them.
+
+    It has no defaults of its own: the estimators' ``__init__`` is the one home of every default, and
+    :meth:`from_params` builds a config from an estimator's parameters, with the values that "auto"
+    settings resolve to at ``fit`` time.
 
     Examples
     --------
+    >>> from skcarl import CARLEmbedder
     >>> from skcarl.training import TrainingConfig
-    >>> TrainingConfig(max_epochs=1).queue_size
-    4096
+    >>> config = TrainingConfig.from_params(CARLEmbedder(max_epochs=1).get_params(), label_temperature=0.02,
+    ...                                     ranking_weight=0.0)
+    >>> config.max_epochs, config.queue_size
+    (1, 4096)
     """
 
-    contrastive_loss: str = "soft_infonce"
-    temperature: float = 0.05
-    label_temperature: float = 0.02
-    ranking_weight: float = 0.0
-    ranking_temperature: float = 0.25
-    momentum: float = 0.995
-    queue_size: int = 4096
-    saliency: str = "grad_norm"
-    token_selection: str = "saliency"
-    saliency_refresh: str = "step"
-    perturb_ratio: float = 0.15
-    detection_weight: float = 0.1
-    learning_rate: float = 2e-5
-    head_learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float | None = 1.0
-    batch_size: int = 32
-    max_epochs: int = 3
-    n_iter_no_change: int = 2
-    use_amp: bool | str = True
-    verbose: int = 0
+    contrastive_loss: str
+    temperature: float
+    label_temperature: float
+    ranking_weight: float
+    ranking_temperature: float
+    momentum: float
+    queue_size: int
+    saliency: str
+    token_selection: str
+    saliency_refresh: str
+    perturb_ratio: float
+    detection_weight: float
+    learning_rate: float
+    head_learning_rate: float
+    weight_decay: float
+    warmup_ratio: float
+    max_grad_norm: float | None
+    batch_size: int
+    max_epochs: int
+    n_iter_no_change: int
+    use_amp: bool | str
+    verbose: int
+
+    @classmethod
+    def from_params(cls, params: Mapping, **resolved) -> TrainingConfig:
+        """The config of an estimator's ``params`` (``get_params()``), ``resolved`` taking the place of
+        raw values ("auto" label temperature and ranking weight, the clipped queue size)."""
+        values = {**params, **resolved}
+        missing = [f.name for f in fields(cls) if f.name not in values]
+        if missing:
+            raise TypeError(f"TrainingConfig.from_params needs values for {missing}.")
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
 def _linear_warmup_decay(warmup_steps: int, total_steps: int):
@@ -308,9 +325,12 @@ class CARLTrainer:
     ...                                intermediate_size=16))
     >>> from skcarl.network import CARLNetwork
     >>> from skcarl.perturbation import TokenPerturber
+    >>> from skcarl import CARLEmbedder
     >>> from skcarl.training import CARLTrainer, TrainingConfig
+    >>> config = TrainingConfig.from_params(CARLEmbedder(queue_size=4, batch_size=2, detection_weight=0.1).get_params(),
+    ...                                     label_temperature=0.02, ranking_weight=0.0)
     >>> _ = torch.manual_seed(0)
-    >>> trainer = CARLTrainer(CARLNetwork(encoder, projection_dim=4), TrainingConfig(queue_size=4, batch_size=2),
+    >>> trainer = CARLTrainer(CARLNetwork(encoder, projection_dim=4), config,
     ...                       torch.device("cpu"), TokenPerturber("random", 30, [0, 1, 2, 3]),
     ...                       label_dim=2, steps_per_epoch=1, pad_id=0)
     >>> batch = {"input_ids": torch.tensor([[2, 7, 8, 3], [2, 9, 3, 0]]),

@@ -63,3 +63,14 @@ def synthetic_affect(n=64, seed=0):
 @pytest.fixture
 def affect_data():
     return synthetic_affect()
+
+
+def training_config(**values):
+    """A ``TrainingConfig`` from the estimators' defaults with ``values`` set. Detection is on (λ = 0.1) and the
+    encoder rate 2e-5, the setting the step tests were written for; "auto" values get fixed numbers."""
+    from skcarl import CARLEmbedder
+    from skcarl.training import TrainingConfig
+
+    fixed = dict(label_temperature=0.02, ranking_weight=0.0, detection_weight=0.1, learning_rate=2e-5)
+    return TrainingConfig.from_params(CARLEmbedder().get_params(), **{**fixed, **values})
+

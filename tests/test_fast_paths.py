@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import STEP_LABELS, STEP_TEXTS, tiny_bert_folder
+from conftest import STEP_LABELS, STEP_TEXTS, tiny_bert_folder, training_config
 
 from skcarl import CARLEmbedder, CARLRegressor
 from skcarl.backbone import load_backbone
@@ -16,7 +16,7 @@ from skcarl.inference import map_texts
 from skcarl.network import CARLNetwork
 from skcarl.perturbation import TokenPerturber
 from skcarl.tokens import pad_batch, tokenize
-from skcarl.training import CARLTrainer, SaliencyCache, TrainingConfig
+from skcarl.training import CARLTrainer, SaliencyCache
 
 TEXTS, LABELS = STEP_TEXTS, STEP_LABELS
 
@@ -30,7 +30,7 @@ def _trainer(backbone, refresh, kind="random", ratio=0.15):
     tokenizer, encoder = backbone
     torch.manual_seed(0)
     net = CARLNetwork(copy.deepcopy(encoder), projection_dim=8)
-    cfg = TrainingConfig(queue_size=8, batch_size=3, max_epochs=1, use_amp=False, perturb_ratio=ratio,
+    cfg = training_config(queue_size=8, batch_size=3, max_epochs=1, use_amp=False, perturb_ratio=ratio,
                          saliency_refresh=refresh, label_temperature=0.1, temperature=0.1)
     perturber = TokenPerturber(kind, len(tokenizer), tokenizer.all_special_ids, mask_id=tokenizer.mask_token_id)
     trainer = CARLTrainer(net, cfg, torch.device("cpu"), perturber, label_dim=2, steps_per_epoch=2,

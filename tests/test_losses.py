@@ -269,7 +269,7 @@ def test_soft_infonce_decreases_when_query_rotates_toward_nearest_label_key():
 @pytest.mark.parametrize("keys_require_grad", [False, True])
 def test_gradient_flows_to_queries(name, keys_require_grad):
     """Queries get a nonzero gradient; keys given without requires_grad stay without a gradient."""
-    loss = make_contrastive_loss(name, TAU, TAU_Y)
+    loss = make_contrastive_loss(name, TAU, TAU_Y, 0.0, 0.25)
     q = torch.tensor(Q, dtype=torch.float32, requires_grad=True)
     k = torch.tensor(K, dtype=torch.float32, requires_grad=keys_require_grad)
     y, yk = torch.tensor(Y, dtype=torch.float32), torch.tensor(YK, dtype=torch.float32)
@@ -353,7 +353,7 @@ def test_token_detection_loss_accepts_integer_masks():
                                        ("rank_n_contrast", RankNContrastLoss)])
 def test_make_contrastive_loss_returns_configured_class(name, cls):
     """Each name builds its class with the given temperatures."""
-    loss = make_contrastive_loss(name, 0.07, 0.3)
+    loss = make_contrastive_loss(name, 0.07, 0.3, 0.0, 0.25)
     assert type(loss) is cls
     assert loss.temperature == 0.07 and loss.label_temperature == 0.3
 
@@ -362,7 +362,7 @@ def test_make_contrastive_loss_unknown_name():
     """An unknown name is a KeyError, and the registry holds exactly the three losses."""
     assert set(CONTRASTIVE_LOSSES) == {"soft_infonce", "weighted_supcon", "rank_n_contrast"}
     with pytest.raises(KeyError):
-        make_contrastive_loss("infonce", 0.1, 0.1)
+        make_contrastive_loss("infonce", 0.1, 0.1, 0.0, 0.25)
 
 
 # ---------------------------------------------------------------------------------------------- ranking term
@@ -398,7 +398,8 @@ def test_ranking_weight_scales_the_rank_n_contrast_term():
 
 
 def test_make_contrastive_loss_adds_the_ranking_term_only_with_positive_weight():
-    assert type(make_contrastive_loss("soft_infonce", 0.05, 0.02, ranking_weight=0.0)) is SoftInfoNCELoss
+    off = make_contrastive_loss("soft_infonce", 0.05, 0.02, ranking_weight=0.0, ranking_temperature=0.25)
+    assert type(off) is SoftInfoNCELoss
     loss = make_contrastive_loss("weighted_supcon", 0.05, 0.02, ranking_weight=2.0, ranking_temperature=0.7)
     assert isinstance(loss, RankRegularisedLoss) and type(loss.base) is WeightedSupConLoss
     assert loss.weight == 2.0 and loss.ranking.temperature == 0.7 and loss.base.temperature == 0.05

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import STEP_LABELS, STEP_TEXTS
+from conftest import STEP_LABELS, STEP_TEXTS, training_config
 from torch import nn
 
 import skcarl.training as training
@@ -15,7 +15,7 @@ from skcarl.losses import make_contrastive_loss
 from skcarl.network import CARLNetwork
 from skcarl.perturbation import TokenPerturber, select_tokens, token_saliency
 from skcarl.tokens import pad_batch, tokenize
-from skcarl.training import CARLTrainer, TrainingConfig
+from skcarl.training import CARLTrainer
 
 
 # ---------------------------------------------------------------------------------------------- saliency
@@ -311,7 +311,7 @@ def _trainer(backbone, kind="random", ratio=0.15, queue_size=8, deterministic=Fa
     if deterministic:
         _no_dropout(encoder)
     net = CARLNetwork(encoder, projection_dim=8)
-    cfg = TrainingConfig(queue_size=queue_size, batch_size=3, max_epochs=1, use_amp=False, perturb_ratio=ratio,
+    cfg = training_config(queue_size=queue_size, batch_size=3, max_epochs=1, use_amp=False, perturb_ratio=ratio,
                          label_temperature=0.1, temperature=0.1, learning_rate=1e-3, **config)
     perturber = TokenPerturber(kind, len(tokenizer), tokenizer.all_special_ids, mask_id=tokenizer.mask_token_id)
     trainer = CARLTrainer(net, cfg, torch.device("cpu"), perturber, label_dim=2, steps_per_epoch=2,
@@ -412,7 +412,7 @@ def test_training_step_saliency_is_gradient_of_contrastive_loss(backbone, monkey
     queries = net.project(net.sentence(net.encode(embeds, mask), mask))
     with torch.no_grad():
         keys = key_net.query(ids, mask)
-    loss = make_contrastive_loss("soft_infonce", 0.1, 0.1)(queries, torch.cat([keys, queue_keys]), labels,
+    loss = make_contrastive_loss("soft_infonce", 0.1, 0.1, 0.0, 0.25)(queries, torch.cat([keys, queue_keys]), labels,
                                                           torch.cat([labels, queue_labels]))
     loss.backward()
 

@@ -18,7 +18,7 @@ CONTRASTIVE_LOSSES = {
 }
 
 
-def make_contrastive_loss(name, temperature, label_temperature, ranking_weight=0.0, ranking_temperature=0.5):
+def make_contrastive_loss(name, temperature, label_temperature, ranking_weight, ranking_temperature):
     """Build the contrastive loss called ``name`` (a key of :data:`CONTRASTIVE_LOSSES`), with a
     Rank-N-Contrast term of weight ``ranking_weight`` and temperature ``ranking_temperature`` added when
     the weight is positive (:class:`RankRegularisedLoss`).
@@ -26,9 +26,10 @@ def make_contrastive_loss(name, temperature, label_temperature, ranking_weight=0
     Examples
     --------
     >>> from skcarl.losses import make_contrastive_loss
-    >>> make_contrastive_loss("rank_n_contrast", temperature=0.05, label_temperature=0.02)
+    >>> make_contrastive_loss("rank_n_contrast", temperature=0.05, label_temperature=0.02, ranking_weight=0.0,
+    ...                       ranking_temperature=0.25)
     RankNContrastLoss()
-    >>> make_contrastive_loss("soft_infonce", 0.05, 0.02, ranking_weight=0.5).weight
+    >>> make_contrastive_loss("soft_infonce", 0.05, 0.02, ranking_weight=0.5, ranking_temperature=0.25).weight
     0.5
     """
     loss = CONTRASTIVE_LOSSES[name](temperature=temperature, label_temperature=label_temperature)
