@@ -97,8 +97,8 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         check = self._checker()
         check.number("classification_weight", 0)
         check.option("head_init", ("probe", "random"))
-        if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
-            raise check._fail("class_weight", "None, 'balanced' or a dict {class: weight}")
+        check.class_weight("class_weight")
+        check.va_map("va_map")
 
     def _prepare_targets(self, y, n_samples, rng):
         prepared, targets = self._class_targets(y, n_samples, rng)
