@@ -18,9 +18,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import __version__, _ddp
 from ._docs import CARL_ATTRIBUTES, CARL_PARAMETERS
+from ._finite import check_finite_fit
 from ._oom import reports_oom_retries
 from ._targets import ClassTargets, check_class_targets
-from ._validation import ParameterChecker, check_continuous_targets, check_texts
+from ._validation import ParameterChecker, check_continuous_targets, check_texts, inference_checks
 from ._warnings import warn
 from .backbone import DEFAULT_BACKBONE, load_backbone, max_positions
 from .inference import embed_texts, map_texts, map_tokens
@@ -364,6 +365,7 @@ class _CARLBase(BaseEstimator):
                 torch.manual_seed(seed + parallel.rank)
             validation = None if val_idx is None else (tokens.subset(val_idx), prepared.rows[val_idx])
             history = trainer.fit(train_tokens, prepared.rows[train_idx], rng, validation)
+            check_finite_fit(self, trainer.network, tokenizer, texts, max_length=max_tokens, device=device)
 
         fitted = dict(prepared.fitted, network_=trainer.network, encoder_=trainer.network.encoder,
                       tokenizer_=tokenizer, device_=device)
@@ -436,9 +438,16 @@ class _CARLBase(BaseEstimator):
         )
 
     # ------------------------------------------------------------------ inference
+    def _check_inference_params(self) -> None:
+        """Fitted, and the parameters valid by fit's rules and messages (a ``set_params`` after fit is seen
+        here); ``device`` is not asked to exist on this machine, as inference runs on ``device_``."""
+        check_is_fitted(self, "network_")
+        with inference_checks():
+            self._check_params()
+
     def _fitted_network(self):
         """``network_``, compiled again when asked for (the compiled function is never pickled)."""
-        check_is_fitted(self, "network_")
+        self._check_inference_params()
         if getattr(self, "compile", False):
             self.network_.compile_encoder()
         return self.network_

@@ -132,7 +132,11 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         unknown = [c for c in self.class_weight if c not in set(targets.classes.tolist())]
         if unknown:
             raise ValueError(f"class_weight names class(es) {unknown!r} that are not in y.")
-        return np.asarray([float(self.class_weight.get(c, 1.0)) for c in targets.classes.tolist()])
+        weights = np.asarray([float(self.class_weight.get(c, 1.0)) for c in targets.classes.tolist()])
+        if not (weights > 0).any():
+            raise ValueError(f"class_weight gives weight 0 to every class of y ({targets.classes.tolist()!r}); "
+                             "at least one class needs a positive weight.")
+        return weights
 
     def fit(self, X, y):
         """Fine-tune the encoder with CARL and train the classification head.
@@ -193,7 +197,10 @@ class _WeightedCE:
         self.weights = weights
 
     def __call__(self, logits, targets):
-        return F.cross_entropy(logits.float(), targets.long(), weight=self.weights.to(logits.device))
+        # the weighted mean, with a batch whose classes all weigh 0 (class_weight may give 0) counting 0, not 0/0
+        weights, targets = self.weights.to(logits.device), targets.long()
+        total = F.cross_entropy(logits.float(), targets, weight=weights, reduction="sum")
+        return total / weights[targets].sum().clamp_min(torch.finfo(torch.float32).tiny)
 
 
 class _WeightedBCE:

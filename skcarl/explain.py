@@ -28,7 +28,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_texts
 from ._warnings import warn
@@ -112,7 +111,7 @@ def explain(estimator, texts, target=None, *, saliency=None, n_projections=16, r
     ['text_id', 'word_id', 'word', 'saliency', 'saliency_share', 'target']
     >>> table.nlargest(3, "saliency")[["word", "saliency_share"]]  # doctest: +SKIP
     """
-    check_is_fitted(estimator, "network_")
+    estimator._check_inference_params()
     texts = check_texts(texts, "texts")
     network, tokenizer = estimator.network_, estimator.tokenizer_
     mode = getattr(estimator, "saliency", "grad_norm") if saliency is None else saliency
