@@ -75,12 +75,13 @@ def parse_device(device) -> torch.device | None:
     elif isinstance(device, torch.device):
         parsed = device
     else:
-        raise TypeError(f"device must be 'auto', a device string ('cpu', 'cuda', 'cuda:1', 'mps'), an int CUDA "
-                        f"ordinal, a torch.device or None; got {type(device).__name__} ({device!r:.60}).")
+        raise TypeError(f"device={device!r:.60} is a {type(device).__name__}, not a device: use 'auto', None, a "
+                        "device string ('cpu', 'cuda', 'cuda:1', 'mps'), an int CUDA ordinal or a torch.device.")
     if parsed.type == "meta":
         raise _refused(device, "is the meta device, which holds no data: nothing can be computed on it")
     if parsed.type not in SUPPORTED_TYPES:
-        raise _refused(device, f"is a {parsed.type!r} device; skcarl runs on {', '.join(SUPPORTED_TYPES)} devices")
+        raise _refused(device, f"names a device of type {parsed.type!r}; skcarl runs on "
+                               f"{', '.join(SUPPORTED_TYPES)} devices")
     if parsed.type in ("cpu", "mps") and parsed.index not in (None, 0):
         raise _refused(device, f"does not exist: there is one {parsed.type} device, {parsed.type!r}")
     return parsed

@@ -123,8 +123,8 @@ def check_continuous_targets(y, n_samples: int) -> np.ndarray:
     if huge.any():
         row, col = np.argwhere(huge)[0]
         raise ValueError(f"y holds {int(huge.sum())} value(s) too large for training in float32 (|y| must stay "
-                         f"below {FLOAT32_MAX / 2:.3g}); the first is y[{row}, {col}] = {arr[row, col]!r}. Rescale "
-                         "y, e.g. divide it by a power of ten or take its logarithm.")
+                         f"below {FLOAT32_MAX / 2:.3g}); the first is y[{row}, {col}] = {float(arr[row, col])!r}. "
+                         "Rescale y, e.g. divide it by a power of ten or take its logarithm.")
     return arr
 
 
