@@ -40,6 +40,8 @@ import numpy as np
 import torch
 
 from . import __version__
+from ._safe_files import check_folder, read_json
+from ._warnings import warn
 
 __all__ = ["InvalidModelError", "load", "save"]
 
@@ -135,8 +137,8 @@ def _decode(value):
             return _DECODERS[tag](body)
         except InvalidModelError:
             raise
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
-            raise InvalidModelError(f"Malformed {tag} entry in {CONFIG_FILE}: {exc}") from None
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, MemoryError) as exc:
+            raise InvalidModelError(f"Malformed {tag} entry in {CONFIG_FILE}: {type(exc).__name__}: {exc}") from None
     return {k: _decode(v) for k, v in value.items()}
 
 
@@ -344,37 +346,58 @@ def _model_files(folder: Path) -> list[str]:
     return sorted(name for name in files if name != CONFIG_FILE)
 
 
-def _checksum_problems(path: Path, config: dict, under: str = "") -> list[str]:
-    """What differs from the checksums recorded at save time (nothing for a folder saved without them)."""
-    recorded = config.get("files")
-    if recorded is None:
-        return []
-    if not isinstance(recorded, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in
-                                                 recorded.items()):
-        return [f'the "files" entry of {CONFIG_FILE} is malformed']
-    problems = []
-    for name, digest in sorted(recorded.items()):
-        if not name.startswith(under):
-            continue
-        file = path / name
-        if Path(name).is_absolute() or ".." in Path(name).parts or not file.is_file():
-            problems.append(f"{name} is missing")
-        elif _sha256(file) != digest:
-            problems.append(f"{name} does not match the SHA-256 recorded in {CONFIG_FILE}")
-    problems += [f"unexpected file {name}" for name in _model_files(path)
-                 if name.startswith(under) and name not in recorded]
-    if not under:
-        try:
-            from safetensors import safe_open
+def _saved_config_digest(path: Path):
+    """The checksum of config.json kept in the weights file's header (None if it has none, or is unreadable)."""
+    try:
+        from safetensors import safe_open
 
-            with safe_open(str(path / WEIGHTS_FILE), "pt") as weights:
-                saved_digest = (weights.metadata() or {}).get(_CONFIG_DIGEST_KEY)
-        except Exception:  # unreadable weights are reported by their own check
-            saved_digest = None
+        with safe_open(str(path / WEIGHTS_FILE), "pt") as weights:
+            return (weights.metadata() or {}).get(_CONFIG_DIGEST_KEY)
+    except Exception:  # unreadable weights are reported by their own check
+        return None
+
+
+def _checksum_problems(path: Path, config: dict, under: str = "") -> list[str]:
+    """What differs from the checksums the folder carries: the SHA-256 of every file in config.json's "files"
+    entry, and config.json's own checksum in the weights file's header, each verified whenever it is there."""
+    recorded = config.get("files")
+    problems = []
+    if recorded is not None and not (isinstance(recorded, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in recorded.items())):
+        problems.append(f'the "files" entry of {CONFIG_FILE} is malformed')
+    elif recorded is not None:
+        for name, digest in sorted(recorded.items()):
+            if not name.startswith(under):
+                continue
+            file = path / name
+            if Path(name).is_absolute() or ".." in Path(name).parts or not file.is_file():
+                problems.append(f"{name} is missing")
+            elif _sha256(file) != digest:
+                problems.append(f"{name} does not match the SHA-256 recorded in {CONFIG_FILE}")
+        problems += [f"unexpected file {name}" for name in _model_files(path)
+                     if name.startswith(under) and name not in recorded]
+    if not under:
+        saved_digest = _saved_config_digest(path)
         if saved_digest is not None and saved_digest != _config_digest(config):
             problems.append(f"{CONFIG_FILE} was changed after the model was saved (it no longer matches the checksum "
                             f"kept in {WEIGHTS_FILE}; only its \"metadata\" entry may be edited by hand)")
     return problems
+
+
+def _warn_unverified(path: Path, config: dict) -> None:
+    """Say which files of the folder no checksum covers: a folder saved without them, or one whose
+    checksums were removed, loads, but a truncated, edited or swapped file in it would go unnoticed."""
+    has_files, has_digest = config.get("files") is not None, _saved_config_digest(path) is not None
+    if has_files and has_digest:
+        return
+    if not has_files and not has_digest:
+        what = "carries no checksums at all: none of its files can be verified"
+    elif not has_files:
+        what = (f"has no \"files\" entry in {CONFIG_FILE}: only {CONFIG_FILE} is verified (by the checksum kept in "
+                f"{WEIGHTS_FILE}), not the weights, encoder configuration or tokenizer files")
+    else:
+        what = f"has no checksum of {CONFIG_FILE} in {WEIGHTS_FILE}: {CONFIG_FILE} cannot be verified"
+    warn(f"The saved model at {str(path)!r} {what}. Saving the model again records them.")
 
 
 def _replace_folder(new: Path, path: Path) -> None:
@@ -461,6 +484,8 @@ def load(path, device="auto"):
             raise FileNotFoundError(f"{str(path)!r} is not a complete saved skcarl model: {name} is missing "
                                     f"(a saved model holds {CONFIG_FILE}, {ENCODER_CONFIG_FILE}, {WEIGHTS_FILE} "
                                     f"and {TOKENIZER_DIR}/).")
+    check_folder(path, InvalidModelError, files=(CONFIG_FILE, ENCODER_CONFIG_FILE, WEIGHTS_FILE),
+                 folders=(TOKENIZER_DIR,))
     config = _read_json(path / CONFIG_FILE)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise InvalidModelError(f"{path / CONFIG_FILE} is not the configuration of a saved skcarl model "
@@ -518,6 +543,7 @@ def load(path, device="auto"):
         raise InvalidModelError(f"{path} does not hold the files it was saved with: {'; '.join(problems)}. The "
                                 "files were truncated, edited or swapped after saving; save the model again, or "
                                 "restore the original files.")
+    _warn_unverified(path, config)
     network.to(target)
     network.eval()
     estimator.network_ = network
@@ -529,11 +555,7 @@ def load(path, device="auto"):
 
 
 def _read_json(file: Path):
-    try:
-        with open(file, encoding="utf-8") as f:
-            return json.load(f)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidModelError(f"{file} is not valid JSON: {exc}") from None
+    return read_json(file, InvalidModelError)
 
 
 def _rebuild_network(path: Path, projection_dim: int | None, pooling: str, n_task_outputs: int):
@@ -561,6 +583,7 @@ def _rebuild_network(path: Path, projection_dim: int | None, pooling: str, n_tas
                                 f"pooling={pooling!r}, n_task_outputs={n_task_outputs}).")
     try:
         hf_config = CONFIG_MAPPING[model_type].from_dict(encoder_config)
+        _check_size(encoder_file, AutoModel, hf_config, path / WEIGHTS_FILE)
         encoder = AutoModel.from_config(hf_config)
         network = CARLNetwork(encoder, projection_dim, pooling, n_task_outputs)
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
@@ -599,6 +622,17 @@ def _rebuild_network(path: Path, projection_dim: int | None, pooling: str, n_tas
     except RuntimeError as exc:
         raise InvalidModelError(f"Cannot load {weights_file}: {exc}") from None
     return network
+
+
+def _check_size(encoder_file: Path, auto_model, hf_config, weights_file: Path) -> None:
+    """Refuse an encoder configuration whose weights could not fit in the weights file (at one byte each)
+    before allocating them: a few edited numbers in encoder_config.json must not exhaust the memory."""
+    with torch.device("meta"):  # shapes only, no memory
+        n_weights = sum(p.numel() for p in auto_model.from_config(hf_config).parameters())
+    size = weights_file.stat().st_size
+    if n_weights > size:
+        raise InvalidModelError(f"{encoder_file} describes an encoder of {n_weights:,} weights, but {weights_file} "
+                                f"holds only {size:,} bytes: the files do not belong together.")
 
 
 def _storage_key(tensor: torch.Tensor):
