@@ -84,6 +84,8 @@ def parse_device(device) -> torch.device | None:
                                f"{', '.join(SUPPORTED_TYPES)} devices")
     if parsed.type in ("cpu", "mps") and parsed.index not in (None, 0):
         raise _refused(device, f"does not exist: there is one {parsed.type} device, {parsed.type!r}")
+    if parsed.type in ("cpu", "mps"):
+        return torch.device(parsed.type)  # "cpu:0" is the CPU: one spelling, so that devices compare equal
     return parsed
 
 

@@ -54,6 +54,8 @@ TOKENIZER_DIR = "tokenizer"
 # Entries of config.json outside its checksum: the checksums themselves, and what may be edited by hand.
 _UNCHECKED_ENTRIES = ("files", "versions", "metadata")
 _CONFIG_DIGEST_KEY = "skcarl_config_sha256"  # in the safetensors header
+# The most memory one array of config.json may take once decoded (its JSON is at most 64 MiB).
+_MAX_ARRAY_BYTES = 1 << 30
 
 # Fitted state that is not JSON: written to model.safetensors, encoder_config.json and tokenizer/ instead.
 _NOT_IN_CONFIG = {"network_", "encoder_", "tokenizer_", "device_", "metadata_"}
@@ -149,6 +151,9 @@ def _decode_array(body: dict) -> np.ndarray:
     values = body["values"]
     if len(values) != math.prod(shape):
         raise ValueError(f"an array of shape {shape} needs {math.prod(shape)} values, got {len(values)}")
+    if dtype.itemsize * len(values) > _MAX_ARRAY_BYTES:  # e.g. one string of dtype "<U2000000000"
+        raise ValueError(f"an array of {len(values)} values of dtype {dtype.str} would take "
+                         f"{dtype.itemsize * len(values):,} bytes")
     if dtype.kind == "O":
         array = np.empty(len(values), dtype=object)
         for i, v in enumerate(values):
@@ -473,8 +478,9 @@ def load(path, device="auto"):
     >>> clf.predict(["I can't stop smiling"])  # doctest: +SKIP
     array(['joy'], dtype='<U8')
     """
-    from .training import resolve_device
+    from ._devices import resolve_device
 
+    target = resolve_device(device)  # the device is refused before a file is read
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"No saved skcarl model at {str(path)!r}: "
@@ -524,7 +530,6 @@ def load(path, device="auto"):
         raise InvalidModelError(f"{path / CONFIG_FILE} holds parameters that {cls.__name__} does not take "
                                 f"({exc}); its parameters are {', '.join(valid)}.") from None
 
-    target = resolve_device(device)
     network = _rebuild_network(path, projection_dim, pooling, n_task_outputs)
     try:
         tokenizer = _load_tokenizer(path / TOKENIZER_DIR)
