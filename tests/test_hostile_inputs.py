@@ -170,7 +170,7 @@ def test_labels_of_one_kind_are_not_mixed(y, tiny_bert):
 
 # ====================================================================================== absurd targets, updates
 @pytest.mark.parametrize("cls", [CARLEmbedder, CARLRegressor], ids=ids)
-@pytest.mark.parametrize("scale", [1e39, 1e200, 1e308, -1e300], ids=repr)
+@pytest.mark.parametrize("scale", [1e39, 1e100, 1e200, -1e300], ids=repr)
 def test_targets_beyond_float32_are_refused_before_training(cls, scale, monkeypatch):
     no_backbone(monkeypatch)
     with pytest.raises(ValueError, match=r"too large for training in float32 .* the first is y\[0, 0\]"):
