@@ -67,7 +67,7 @@ CONFIG_EDITS = {
     "a parameter": lambda c: c["params"].update(batch_size=4),
     "a fitted attribute": lambda c: c["fitted"]["target_mean_"]["__ndarray__"]["values"].__setitem__(0, 99.0),
     "the network": lambda c: c["network"].update(pooling="cls"),
-    "the estimator": lambda c: c.update(estimator="CARLEmbedder"),
+    "the seed": lambda c: c["params"].update(random_state=5),
 }
 
 

@@ -132,7 +132,7 @@ def test_the_out_of_memory_warning_points_at_the_caller_through_set_output(model
         return real(self, input_ids, attention_mask)
 
     monkeypatch.setattr(CARLNetwork, "pooled", pooled)
-    est = pickle.loads(pickle.dumps(models[CARLRegressor])).set_output(transform="pandas")
+    est = pickle.loads(pickle.dumps(models[CARLEmbedder])).set_output(transform="pandas")
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         line = here()
