@@ -17,6 +17,8 @@ from pathlib import Path
 # A saved model's config.json holds parameters, fitted attributes (classes, VA points, history) and metadata:
 # kilobytes, or a few megabytes for tens of thousands of classes.
 MAX_JSON_BYTES = 64 * 1024 * 1024
+# Tokenizer files are read by transformers, whole: a tokenizer.json is megabytes, even for large vocabularies.
+MAX_TOKENIZER_FILE_BYTES = 512 * 1024 * 1024
 # Nesting of a saved config: about 6 levels, metadata included; far below Python's recursion limit.
 MAX_JSON_DEPTH = 100
 
@@ -57,6 +59,16 @@ def check_folder(folder: Path, error: type[Exception], *, files=(), folders=()) 
                 raise error(f"{entry} is {kind}, not a regular file; a model folder holds only files and folders.")
             if relative in expected and kind != expected[relative]:
                 raise error(f"{entry} is {kind} where {expected[relative]} belongs.")
+
+
+def check_sizes(folder: Path, limit: int, error: type[Exception]) -> None:
+    """Raise ``error`` for a file under ``folder`` larger than ``limit`` bytes (read whole, it would exhaust memory)."""
+    for here, _, names in os.walk(folder):
+        for name in names:
+            size = os.stat(Path(here) / name).st_size
+            if size > limit:
+                raise error(f"{Path(here) / name} is {size:,} bytes, more than the {limit:,} a tokenizer file of a "
+                            "saved model may hold.")
 
 
 def read_json(file: Path, error: type[Exception]):

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from ._safe_files import check_folder, read_json
+from ._safe_files import MAX_TOKENIZER_FILE_BYTES, check_folder, check_sizes, read_json
 from ._warnings import warn
 
 __all__ = ["InvalidModelError", "load", "save"]
@@ -221,10 +221,12 @@ def _fitted_attributes(estimator) -> dict:
 
 
 def _is_model_folder(path: Path) -> bool:
+    if not (path / CONFIG_FILE).is_file():  # a named pipe would block the read
+        return False
     try:
         with open(path / CONFIG_FILE, encoding="utf-8") as f:
             return json.load(f).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
@@ -492,6 +494,7 @@ def load(path, device="auto"):
                                     f"and {TOKENIZER_DIR}/).")
     check_folder(path, InvalidModelError, files=(CONFIG_FILE, ENCODER_CONFIG_FILE, WEIGHTS_FILE),
                  folders=(TOKENIZER_DIR,))
+    check_sizes(path / TOKENIZER_DIR, MAX_TOKENIZER_FILE_BYTES, InvalidModelError)
     config = _read_json(path / CONFIG_FILE)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise InvalidModelError(f"{path / CONFIG_FILE} is not the configuration of a saved skcarl model "

@@ -272,3 +272,40 @@ def test_an_encoder_config_too_large_for_its_weights_is_refused_before_allocatin
     edit_json(model / "encoder_config.json", lambda c: c.update(change))
     with pytest.raises(InvalidModelError, match="encoder_config.json describes an encoder of"):
         load_quietly(model)
+
+
+def test_a_huge_tokenizer_file_is_refused_without_reading_it(model):
+    with open(model / "tokenizer" / "tokenizer.json", "r+b") as f:
+        f.truncate(2**36)
+    with pytest.raises(InvalidModelError, match=r"tokenizer\.json is 68,719,476,736 bytes"):
+        load_quietly(model)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+def test_saving_over_a_folder_with_a_named_pipe_does_not_hang(saved, tmp_path):
+    target = tmp_path / "target"
+    target.mkdir()
+    os.mkfifo(target / "config.json")
+    est = load_quietly(saved / "regressor")
+    outcome = {}
+
+    def run():
+        try:
+            est.save(target)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG_LIMIT_S)
+    unblock(target / "config.json")
+    assert not thread.is_alive(), "save hung on a named pipe"
+    assert isinstance(outcome.get("error"), FileExistsError), outcome
+
+
+def test_a_deeply_nested_config_in_the_save_target_is_not_a_model(saved, tmp_path):
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(FileExistsError, match="holds no saved skcarl model"):
+        load_quietly(saved / "regressor").save(target)
