@@ -41,7 +41,8 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         the table's points (unknown classes at the mean of the known ones) and learn them with L_cont.
     class_weight : None, "balanced" or dict, default=None
         Weights of the classes in the head's loss. ``"balanced"`` uses n_samples / (n_classes · count);
-        for multi-label targets the count is the number of positive rows of each class.
+        for multi-label targets the count is the number of positive rows of each class. A dict maps classes
+        of y to finite weights >= 0 (not all 0); a class it leaves out weighs 1.
     classification_weight : float, default=1.0
         Weight of the head's cross-entropy in the total loss.
     head_init : {"probe", "random"}, default="probe"

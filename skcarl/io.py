@@ -16,7 +16,9 @@ records the SHA-256 of ``config.json`` itself (its canonical JSON, without the `
 ``"metadata"`` entries, which may be edited by hand). :func:`load` checks both, so a file that was truncated,
 edited or swapped for another model's after saving is an :class:`InvalidModelError`, even where it would still
 parse. They guard against accidents, not attackers (anyone can write a consistent folder): safety comes from
-never running code from the folder. Folders saved without checksums load unchecked.
+never running code from the folder. Each checksum the folder carries is verified, whichever is left; a folder
+without them loads with a warning that says what was not verified. Only regular files inside the folder are
+read, and JSON files of bounded size and depth (``_safe_files.py``).
 
 Values that JSON cannot hold directly are written as one-key objects: ``{"__ndarray__": {"dtype", "shape",
 "values"}}``, ``{"__tuple__": [...]}``, ``{"__dict__": [[key, value], ...]}`` (dicts whose keys are not all
@@ -458,8 +460,12 @@ def load(path, device="auto"):
     ------
     FileNotFoundError
         If ``path`` or one of the files of a saved model is missing.
+    ValueError
+        If ``device`` is not a device this machine can run on (checked before any file is read).
     InvalidModelError
-        If a file is garbled or does not match the others (invalid JSON, an unknown estimator or encoder
+        If the folder holds anything but regular files and folders (a named pipe, a symbolic link to outside
+        the folder, a folder where a file belongs), a JSON file too large or nested too deep, if a file is
+        garbled or does not match the others (invalid JSON, an unknown estimator or encoder
         class, a weights file that is not safetensors or whose tensors have the wrong names or shapes), or if
         a file was truncated, edited or swapped after saving (its SHA-256 differs from the one recorded by
         :func:`save`; only the ``"metadata"`` entry of ``config.json`` may be edited by hand).
@@ -467,7 +473,7 @@ def load(path, device="auto"):
     Warns
     -----
     UserWarning
-        If the model was saved with another skcarl version.
+        If the model was saved with another skcarl version, or the folder carries no checksums (or only some).
 
     See Also
     --------
