@@ -113,12 +113,12 @@ def resolve_device(device) -> torch.device:
         return torch.device("cpu")
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise _refused(device, "needs CUDA, which is not available on this machine (a CPU-only torch build or "
-                                   "no GPU)")
+            raise _refused(device, "was requested but CUDA is not available on this machine (a CPU-only torch "
+                                   "build or no GPU)")
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
             raise _refused(device, f"does not exist: this machine has {count} CUDA device"
                                    f"{'s' if count != 1 else ''}")
     if parsed.type == "mps" and not _mps_available():
-        raise _refused(device, "needs Apple MPS, which is not available on this machine")
+        raise _refused(device, "was requested but Apple MPS is not available on this machine")
     return parsed

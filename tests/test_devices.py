@@ -62,7 +62,7 @@ def test_values_that_are_no_kind_of_device_are_a_type_error(device):
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", 0, torch.device("cuda", 1), "mps"], ids=repr)
 def test_an_accelerator_this_machine_lacks_is_refused(device, no_cuda):
-    with pytest.raises(ValueError, match="which is not available on this machine"):
+    with pytest.raises(ValueError, match="is not available on this machine"):
         resolve_device(device)
     assert parse_device(device) is not None  # another machine could run on it
 
