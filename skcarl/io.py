@@ -58,6 +58,10 @@ _UNCHECKED_ENTRIES = ("files", "versions", "metadata")
 _CONFIG_DIGEST_KEY = "skcarl_config_sha256"  # in the safetensors header
 # The most memory one array of config.json may take once decoded (its JSON is at most 64 MiB).
 _MAX_ARRAY_BYTES = 1 << 30
+# An encoder_config.json is refused before the encoder is allocated when it describes more than this many times
+# the weights of model.safetensors, plus this many (40 MB of float32: cheap to allocate, then named by shape).
+_MAX_WEIGHTS_RATIO = 2
+_WEIGHTS_SLACK = 10_000_000
 
 # Fitted state that is not JSON: written to model.safetensors, encoder_config.json and tokenizer/ instead.
 _NOT_IN_CONFIG = {"network_", "encoder_", "tokenizer_", "device_", "metadata_"}
@@ -595,21 +599,22 @@ def _rebuild_network(path: Path, projection_dim: int | None, pooling: str, n_tas
     if pooling not in ("mean", "cls") or (projection_dim is not None and projection_dim < 1) or n_task_outputs < 0:
         raise InvalidModelError(f"{path / CONFIG_FILE}: invalid network settings (projection_dim={projection_dim}, "
                                 f"pooling={pooling!r}, n_task_outputs={n_task_outputs}).")
-    try:
-        hf_config = CONFIG_MAPPING[model_type].from_dict(encoder_config)
-        _check_size(encoder_file, AutoModel, hf_config, path / WEIGHTS_FILE)
-        encoder = AutoModel.from_config(hf_config)
-        network = CARLNetwork(encoder, projection_dim, pooling, n_task_outputs)
-    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
-        raise InvalidModelError(f"Cannot rebuild the encoder from {encoder_file}: {type(exc).__name__}: {exc}") \
-            from None
-
     weights_file = path / WEIGHTS_FILE
     try:
         tensors = load_file(str(weights_file), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise InvalidModelError(f"{weights_file} is not a valid safetensors file (was it replaced or truncated?): "
                                 f"{exc}") from None
+    try:
+        hf_config = CONFIG_MAPPING[model_type].from_dict(encoder_config)
+        _check_size(encoder_file, AutoModel, hf_config, weights_file, sum(t.numel() for t in tensors.values()))
+        encoder = AutoModel.from_config(hf_config)
+        network = CARLNetwork(encoder, projection_dim, pooling, n_task_outputs)
+    except InvalidModelError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
+        raise InvalidModelError(f"Cannot rebuild the encoder from {encoder_file}: {type(exc).__name__}: {exc}") \
+            from None
     expected = network.state_dict()
     problems = [f"{key}: saved {tuple(tensors[key].shape)}, model needs {tuple(value.shape)}"
                 for key, value in expected.items() if key in tensors and tensors[key].shape != value.shape]
@@ -638,15 +643,15 @@ def _rebuild_network(path: Path, projection_dim: int | None, pooling: str, n_tas
     return network
 
 
-def _check_size(encoder_file: Path, auto_model, hf_config, weights_file: Path) -> None:
-    """Refuse an encoder configuration whose weights could not fit in the weights file (at one byte each)
-    before allocating them: a few edited numbers in encoder_config.json must not exhaust the memory."""
+def _check_size(encoder_file: Path, auto_model, hf_config, weights_file: Path, n_saved: int) -> None:
+    """Refuse an encoder configuration with far more weights than the weights file holds (``n_saved`` numbers),
+    before allocating them: a few edited numbers in encoder_config.json must not exhaust the memory. A smaller
+    difference is left to the comparison of the tensors' shapes, which names them."""
     with torch.device("meta"):  # shapes only, no memory
         n_weights = sum(p.numel() for p in auto_model.from_config(hf_config).parameters())
-    size = weights_file.stat().st_size
-    if n_weights > size:
-        raise InvalidModelError(f"{encoder_file} describes an encoder of {n_weights:,} weights, but {weights_file} "
-                                f"holds only {size:,} bytes: the files do not belong together.")
+    if n_weights > _MAX_WEIGHTS_RATIO * n_saved + _WEIGHTS_SLACK:
+        raise InvalidModelError(f"{encoder_file} describes an encoder of {n_weights:,} weights, far more than the "
+                                f"{n_saved:,} that {weights_file} holds: the files do not belong together.")
 
 
 def _storage_key(tensor: torch.Tensor):
