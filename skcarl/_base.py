@@ -6,7 +6,6 @@ import inspect
 import io
 import math
 import time
-import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +18,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _ddp
 from ._docs import CARL_ATTRIBUTES, CARL_PARAMETERS
+from ._finite import check_finite_fit
 from ._oom import reports_oom_retries
 from ._targets import ClassTargets, check_class_targets
-from ._validation import ParameterChecker, check_continuous_targets, check_texts
+from ._validation import ParameterChecker, check_continuous_targets, check_texts, inference_checks
 from ._version import __version__
+from ._warnings import warn
 from .backbone import DEFAULT_BACKBONE, load_backbone, max_positions
 from .inference import embed_texts, map_texts, map_tokens
 from .losses import CONTRASTIVE_LOSSES
@@ -272,14 +273,12 @@ class _CARLBase(BaseEstimator):
         y = check_continuous_targets(y, n_samples)
         low, high = resolve_va_range(y, self.va_range)
         for col in np.flatnonzero(high <= low):
-            warnings.warn(f"Label column {col} is constant; it cannot order the texts.", UserWarning, stacklevel=6)
+            warn(f"Label column {col} is constant; it cannot order the texts.")
         return PreparedTargets(rows=scale_labels(y, low, high), points=ContinuousLabels(),
                                fitted={"label_min_": low, "label_max_": high, "n_outputs_": y.shape[1]})
 
     def _class_targets(self, y, n_samples: int, rng: np.random.Generator) -> tuple[PreparedTargets, ClassTargets]:
         """Class labels placed on the VA plane by ``va_map`` (the VA labeling system)."""
-        if not (self.va_map is None or self.va_map == "learn" or isinstance(self.va_map, dict)):
-            raise self._checker()._fail("va_map", "None, 'learn' or a dict {label: (valence, arousal)}")
         targets = check_class_targets(y, n_samples)
         classes = targets.classes.tolist()
         raw, anchors, low, high = class_anchor_points(classes, self.va_map, self.va_range, rng)
@@ -366,6 +365,7 @@ class _CARLBase(BaseEstimator):
                 torch.manual_seed(seed + parallel.rank)
             validation = None if val_idx is None else (tokens.subset(val_idx), prepared.rows[val_idx])
             history = trainer.fit(train_tokens, prepared.rows[train_idx], rng, validation)
+            check_finite_fit(self, trainer.network, tokenizer, texts, max_length=max_tokens, device=device)
 
         fitted = dict(prepared.fitted, network_=trainer.network, encoder_=trainer.network.encoder,
                       tokenizer_=tokenizer, device_=device)
@@ -428,9 +428,16 @@ class _CARLBase(BaseEstimator):
         )
 
     # ------------------------------------------------------------------ inference
+    def _check_inference_params(self) -> None:
+        """Fitted, and the parameters valid by fit's rules and messages (a ``set_params`` after fit is seen
+        here); ``device`` is not asked to exist on this machine, as inference runs on ``device_``."""
+        check_is_fitted(self, "network_")
+        with inference_checks():
+            self._check_params()
+
     def _fitted_network(self):
         """``network_``, compiled again when asked for (the compiled function is never pickled)."""
-        check_is_fitted(self, "network_")
+        self._check_inference_params()
         if getattr(self, "compile", False):
             self.network_.compile_encoder()
         return self.network_
@@ -541,13 +548,12 @@ class _CARLBase(BaseEstimator):
     def __setstate__(self, state):
         saved_version = state.pop("_skcarl_version", None)
         if saved_version is not None and saved_version != __version__:
-            warnings.warn(f"This {type(self).__name__} was pickled with skcarl {saved_version} and is loaded "
-                          f"with skcarl {__version__}; results may differ.", UserWarning, stacklevel=2)
+            warn(f"This {type(self).__name__} was pickled with skcarl {saved_version} and is loaded with skcarl "
+                 f"{__version__}; results may differ.")
         if isinstance(state.get("network_"), bytes):
             device = state.get("device_", torch.device("cpu"))
             if device.type == "cuda" and not torch.cuda.is_available():
-                warnings.warn("This model was trained on CUDA, which is not available here; it is loaded on "
-                              "the CPU.", UserWarning, stacklevel=2)
+                warn("This model was trained on CUDA, which is not available here; it is loaded on the CPU.")
                 device = torch.device("cpu")
             network = torch.load(io.BytesIO(state["network_"]), map_location=device, weights_only=False)
             state["network_"], state["encoder_"], state["device_"] = network, network.encoder, device
@@ -564,12 +570,10 @@ def _data_checksum(texts, rows: np.ndarray) -> int:
 
 def _warn_truncated(n_truncated: int, n_texts: int, max_length: int, limit: int | None = None) -> None:
     if n_truncated and limit is not None and limit < max_length:
-        warnings.warn(f"{n_truncated} of {n_texts} texts are longer than {limit} tokens (max_length={max_length}, "
-                      f"capped at the {limit} positions of the encoder) and were truncated.", UserWarning,
-                      stacklevel=5)
+        warn(f"{n_truncated} of {n_texts} texts are longer than {limit} tokens (max_length={max_length}, capped at "
+             f"the {limit} positions of the encoder) and were truncated.")
     elif n_truncated:
-        warnings.warn(f"{n_truncated} of {n_texts} texts are longer than max_length={max_length} tokens and were "
-                      "truncated.", UserWarning, stacklevel=5)
+        warn(f"{n_truncated} of {n_texts} texts are longer than max_length={max_length} tokens and were truncated.")
 
 
 @torch.no_grad()

@@ -10,13 +10,63 @@ order of the global batch, and N processes compute what one process with N times
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# How long a process that finds torchrun's variables waits for the other ranks to join the process group, in
+# seconds, unless the environment variable below says otherwise. Short: variables inherited by a process that
+# torchrun did not start (a notebook kernel, a CI runner) name ranks that never come, and fit must not hang.
+RENDEZVOUS_TIMEOUT_S = 20.0
+RENDEZVOUS_TIMEOUT_VARIABLE = "SKCARL_RENDEZVOUS_TIMEOUT"
+
+
+class RendezvousError(TimeoutError, RuntimeError):
+    """The other ranks named by torchrun's variables did not join in time (a ``TimeoutError``, and a
+    ``RuntimeError`` as torch's own rendezvous errors are)."""
+
+
+def rendezvous_timeout() -> float:
+    """Seconds to wait for the other ranks: ``SKCARL_RENDEZVOUS_TIMEOUT`` if set, else ``RENDEZVOUS_TIMEOUT_S``."""
+    value = os.environ.get(RENDEZVOUS_TIMEOUT_VARIABLE)
+    if value is None:
+        return RENDEZVOUS_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{RENDEZVOUS_TIMEOUT_VARIABLE}={value!r} must be a number of seconds > 0.")
+    return seconds
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0].rstrip(".") if lines else ""
+
+
+def _join_group(backend: str) -> None:
+    """Initialise the default process group from torchrun's variables, waiting at most
+    :func:`rendezvous_timeout` seconds for the other ranks; the group's own collectives keep torch's timeout."""
+    dist = _dist()
+    seconds = rendezvous_timeout()
+    try:
+        store, rank, world_size = next(dist.rendezvous("env://", timeout=timedelta(seconds=seconds)))
+    except (RuntimeError, ValueError, OSError) as exc:
+        found = ", ".join(f"{name}={os.environ.get(name)!r}" for name in TORCHRUN_VARIABLES)
+        raise RendezvousError(
+            f"This fit found torchrun's variables in the environment ({found}), but the process group "
+            f"could not be formed within {seconds:g} s: {type(exc).__name__}: {_first_line(exc)}. If torchrun "
+            "did not start this process (the variables were inherited, e.g. by a notebook kernel or a CI job), "
+            "pass distributed=False, or unset " + ", ".join(TORCHRUN_VARIABLES) + ". If it is a real distributed "
+            f"run whose ranks start further apart, set {RENDEZVOUS_TIMEOUT_VARIABLE} to more seconds.") from exc
+    store.set_timeout(dist.default_pg_timeout)
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size)
 
 
 def _dist():
@@ -220,7 +270,7 @@ def setup(distributed, device: torch.device) -> tuple[DataParallel | None, torch
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        _join_group("nccl" if device.type == "cuda" else "gloo")
     if dist.get_backend() == "nccl" and device.type != "cuda":
         raise ValueError(f"The process group uses NCCL, which exchanges CUDA tensors only, but device={device}. "
                          "Train on the GPUs (device='auto' or 'cuda'), or initialise the group with "

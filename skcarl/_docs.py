@@ -87,7 +87,9 @@ CARL_PARAMETERS = """\
         Longer texts are truncated (one warning with the count); batches are padded to their longest text.
         Capped at the encoder's position embeddings (512 for BERT-style encoders).
     device : str, default="auto"
-        ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, an int
+        CUDA ordinal or a ``torch.device``. ``fit`` refuses a device this machine does not have (``"cuda:7"``
+        with two GPUs) or that skcarl cannot run on (``"meta"``, ``"xpu"``), naming the devices available.
     use_amp : bool or {"bfloat16", "float16"}, default=True
         Mixed precision on CUDA, in ``fit`` and in inference: ``True`` takes bfloat16 where the GPU
         supports it, else float16 with a gradient scaler; a dtype name forces that dtype. Ignored on the

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import functools
 import threading
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 
 import torch
+
+from ._warnings import warn
 
 __all__ = ["reports_oom_retries", "run_batches"]
 
@@ -27,11 +28,10 @@ class _Retries:
         self.limit = None
         self.first_failure = None
 
-    def warn(self, stacklevel: int) -> None:
+    def warn(self) -> None:
         if self.first_failure is not None:
-            warnings.warn(f"CUDA ran out of memory on a batch of {self.first_failure} texts; the texts were run in "
-                          f"batches of at most {self.limit} instead. Set a lower batch_size to avoid the failed "
-                          "attempts.", UserWarning, stacklevel=stacklevel + 1)
+            warn(f"CUDA ran out of memory on a batch of {self.first_failure} texts; the texts were run in batches of "
+                 f"at most {self.limit} instead. Set a lower batch_size to avoid the failed attempts.")
 
 
 _active = threading.local()  # the _Retries of the current thread's public call, if any
@@ -50,7 +50,7 @@ def reports_oom_retries(method: Callable) -> Callable:
             result = method(*args, **kwargs)
         finally:
             _active.retries = None
-        retries.warn(stacklevel=3)  # the caller of the public method (transform, predict, ...)
+        retries.warn()
         return result
 
     return wrapper
@@ -107,7 +107,7 @@ def run_batches(compute: Callable, batches: Iterable) -> None:
             retries.limit = half if retries.limit is None else min(retries.limit, half)
             pending.extendleft([index[half:], index[:half]])
     if own:
-        retries.warn(stacklevel=3)
+        retries.warn()
 
 
 def _free_cached_memory() -> None:

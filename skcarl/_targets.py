@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-import warnings
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import DataConversionWarning
+
+from ._warnings import warn
+
+
+class MixedLabelTypesError(TypeError, ValueError):
+    """Class labels of more than one kind (strings and numbers): no order or equality holds between them.
+
+    A ``TypeError`` (the labels' types) and a ``ValueError`` (scikit-learn's ``unique_labels`` raises one for
+    the same case), so that either ``except`` catches it.
+    """
 
 
 @dataclass
@@ -41,8 +51,8 @@ def check_class_targets(y, n_samples: int) -> ClassTargets:
                          f"n_classes)); got shape {np.shape(y)}.")
     columns = getattr(y, "columns", None)
     if getattr(y, "ndim", 1) == 2 and np.shape(y)[1] == 1:
-        warnings.warn("A column-vector y was passed when a 1-D array was expected; it is read as one label per "
-                      "row. Use y.ravel() to silence this warning.", DataConversionWarning, stacklevel=6)
+        warn("A column-vector y was passed when a 1-D array was expected; it is read as one label per row. Use "
+             "y.ravel() to silence this warning.", DataConversionWarning)
         y, columns = np.asarray(y).ravel(), None
     if columns is not None or getattr(y, "ndim", 1) == 2:
         indicator = np.asarray(y)
@@ -56,6 +66,7 @@ def check_class_targets(y, n_samples: int) -> ClassTargets:
     labels = list(y)
     _check_length(len(labels), n_samples)
     if labels and all(_is_label_collection(row) for row in labels):
+        _check_one_kind([label for row in labels for label in row], "y's label sets")
         distinct = {label for row in labels for label in row}
         try:  # numbers in numeric order, as MultiLabelBinarizer and the single-label path give them
             classes = np.asarray(sorted(distinct))
@@ -69,13 +80,37 @@ def check_class_targets(y, n_samples: int) -> ClassTargets:
     for i, label in enumerate(labels):
         if label is None or (isinstance(label, float) and np.isnan(label)) or _is_label_collection(label):
             raise ValueError(f"y[{i}] = {label!r} is not a class label.")
+    if getattr(y, "dtype", np.dtype(object)).kind == "O":  # a typed array holds one kind of label
+        _check_one_kind(labels, "y")
     try:
         classes, indices = np.unique(np.asarray(labels), return_inverse=True)
     except TypeError:
-        raise TypeError("The class labels in y mix types that cannot be sorted (e.g. str and int).") from None
+        raise MixedLabelTypesError("The class labels in y mix types that cannot be sorted or compared.") from None
     indicator = np.zeros((len(labels), len(classes)), dtype=np.float32)
     indicator[np.arange(len(labels)), indices] = 1.0
     return ClassTargets(classes, False, indicator, indices.reshape(-1))
+
+
+def _label_kind(label) -> str:
+    if isinstance(label, str):
+        return "string"
+    if isinstance(label, (numbers.Number, np.bool_)):
+        return "number"
+    return type(label).__name__
+
+
+def _check_one_kind(labels, where: str) -> None:
+    """Refuse labels that mix strings, numbers and other types: NumPy would turn them all into strings, so that
+    ``1`` and ``"1"`` became one class and ``classes_`` held neither."""
+    first = {}
+    for i, label in enumerate(labels):
+        first.setdefault(_label_kind(label), (i, label))
+    if len(first) > 1:
+        kinds = sorted(first)
+        examples = "; ".join(f"{kind}: {first[kind][1]!r}" for kind in kinds)
+        raise MixedLabelTypesError(
+            f"Mix of label input types ({' and '.join(kinds)}) in {where}: the class labels mix types, which cannot "
+            f"be sorted or compared ({examples}). Give every label the same type, e.g. all strings.")
 
 
 def _check_length(n_targets: int, n_samples: int) -> None:

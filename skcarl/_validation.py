@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import numbers
 from collections.abc import Mapping, Set
 
 import numpy as np
-import torch
+
+from ._devices import parse_device, resolve_device
+
+# The largest magnitude a float32 holds: the network computes in float32, so a target or a va_map point beyond
+# it (or a span between two values beyond it) cannot be represented in training.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# Whether parameter checks may look at the machine (is this device here?). Inference runs on the fitted
+# device_, so it checks the device parameter for what no machine could use, not for what this one lacks.
+_machine_checks = contextvars.ContextVar("skcarl_machine_checks", default=True)
+
+
+@contextlib.contextmanager
+def inference_checks():
+    """Within this block, :class:`ParameterChecker` checks ``device`` without asking whether this machine has
+    it: a model fitted or saved on a GPU predicts on the device it was loaded to, whatever its parameter says."""
+    token = _machine_checks.set(False)
+    try:
+        yield
+    finally:
+        _machine_checks.reset(token)
 
 
 def check_texts(X, name: str = "X", *, min_samples: int = 1, owner: str | None = None) -> list[str]:
@@ -97,6 +119,12 @@ def check_continuous_targets(y, n_samples: int) -> np.ndarray:
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise ValueError(f"y contains NaN or infinity ({int(bad.sum())} value(s)); the first is y[{row}, {col}].")
+    huge = np.abs(arr) > FLOAT32_MAX / 2  # the span of two such values could exceed float32 as well
+    if huge.any():
+        row, col = np.argwhere(huge)[0]
+        raise ValueError(f"y holds {int(huge.sum())} value(s) too large for training in float32 (|y| must stay "
+                         f"below {FLOAT32_MAX / 2:.3g}); the first is y[{row}, {col}] = {float(arr[row, col])!r}. "
+                         "Rescale y, e.g. divide it by a power of ten or take its logarithm.")
     return arr
 
 
@@ -157,15 +185,50 @@ class ParameterChecker:
             raise self._fail(name, expected)
 
     def device(self, name="device"):
-        """The type of a device: "auto", None, a str, an int ordinal or a torch.device. Whether the device
-        exists is for :func:`skcarl.training.resolve_device`, which names the device it cannot find."""
+        """A device this machine can run on (:func:`skcarl._devices.resolve_device`, the check that
+        :func:`skcarl.load` and the command line use too); inside :func:`inference_checks`, a device that
+        some machine could run on."""
         value = self.params[name]
-        if value is None or isinstance(value, (str, torch.device)):
+        check = resolve_device if _machine_checks.get() else parse_device
+        try:
+            check(value)
+        except (TypeError, ValueError) as exc:
+            raise self._fail(name, "'auto', None, an int CUDA ordinal, or a device string or torch.device of a "
+                                   f"device this machine has: {str(exc).rstrip('.')}") from None
+
+    def class_weight(self, name="class_weight"):
+        """None, "balanced", or a mapping {class: weight} of finite weights >= 0 (a float32 must hold them)."""
+        value = self.params[name]
+        if value is None or (isinstance(value, str) and value == "balanced"):
             return
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        expected = "None, 'balanced' or a dict {class: weight} of finite numbers >= 0"
+        if not isinstance(value, Mapping) or not value:
+            raise self._fail(name, expected)
+        for weight in value.values():
+            if not _real(weight) or not 0 <= weight <= FLOAT32_MAX:
+                raise self._fail(name, expected)
+
+    def va_map(self, name="va_map"):
+        """None, "learn", or a non-empty mapping {label: point}: every point a sequence of finite numbers (or
+        one number), all of one length."""
+        value = self.params[name]
+        if value is None or (isinstance(value, str) and value == "learn"):
             return
-        raise self._fail(name, "'auto', a device string ('cpu', 'cuda', 'cuda:1', 'mps', ...), a torch.device "
-                               "or None")
+        expected = ("None, 'learn' or a dict {label: (valence, arousal, ...)} whose points are finite numbers, "
+                    "all of one length")
+        if not isinstance(value, Mapping) or not value:
+            raise self._fail(name, expected)
+        lengths = set()
+        for point in value.values():
+            coordinates = [point] if _real(point) else point
+            if isinstance(coordinates, (str, bytes, Mapping, Set)) or not hasattr(coordinates, "__len__") \
+                    or getattr(coordinates, "ndim", 1) != 1 or len(coordinates) == 0:
+                raise self._fail(name, expected)
+            if not all(_real(v) and abs(v) <= FLOAT32_MAX / 2 for v in coordinates):
+                raise self._fail(name, expected)
+            lengths.add(len(coordinates))
+        if len(lengths) > 1:
+            raise self._fail(name, expected)
 
     def random_state(self, name="random_state"):
         value = self.params[name]
@@ -174,6 +237,11 @@ class ParameterChecker:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= 2**32 - 1:
             return
         raise self._fail(name, "an int in the range [0, 4294967295], a numpy.random.RandomState instance or None")
+
+
+def _real(value) -> bool:
+    """A finite real number, not a bool (NumPy scalars included)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and _finite(value)
 
 
 def _finite(value) -> bool:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ._backbone_checks import failed_file, tokenizer_problem
+
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
 # Hub names served by a pip-installable offline copy: name -> (import name, pip name).
@@ -90,10 +92,12 @@ def load_backbone(model_name_or_path: str | os.PathLike):
     # transformers draws a weight-loading bar on every load; ours are the training bars
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
+    loading = "tokenizer"
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
+        loading = "encoder"
         encoder = AutoModel.from_pretrained(source)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # a garbled file raises the parser's own error (SafetensorError, UnpicklingError)
         hint = ""
         name = os.fspath(model_name_or_path)
         if _offline_entry(name) is not None:
@@ -102,11 +106,14 @@ def load_backbone(model_name_or_path: str | os.PathLike):
             f"Could not load the encoder {name!r}. Tried, in order: " + "; ".join(tried) + ". "
             f"To fix it:{hint} pass model_name_or_path= a local folder holding a Hugging Face model "
             f"(config.json, weights and tokenizer files), or allow access to the Hugging Face hub. "
-            f"Last error: {type(exc).__name__}: {exc}"
+            f"Last error: {type(exc).__name__}: {str(exc).rstrip('.')}." + failed_file(source, loading)
         ) from exc
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()
+    problem = tokenizer_problem(source, tokenizer, encoder)
+    if problem is not None:
+        raise BackboneNotFoundError(f"Cannot use the encoder {os.fspath(model_name_or_path)!r}: {problem}.")
     if tokenizer.pad_token_id is None:
         raise BackboneNotFoundError(f"The tokenizer of {os.fspath(model_name_or_path)!r} has no padding token.")
     return tokenizer, encoder

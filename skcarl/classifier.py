@@ -41,7 +41,8 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         the table's points (unknown classes at the mean of the known ones) and learn them with L_cont.
     class_weight : None, "balanced" or dict, default=None
         Weights of the classes in the head's loss. ``"balanced"`` uses n_samples / (n_classes · count);
-        for multi-label targets the count is the number of positive rows of each class.
+        for multi-label targets the count is the number of positive rows of each class. A dict maps classes
+        of y to finite weights >= 0 (not all 0); a class it leaves out weighs 1.
     classification_weight : float, default=1.0
         Weight of the head's cross-entropy in the total loss.
     head_init : {"probe", "random"}, default="probe"
@@ -97,8 +98,8 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         check = self._checker()
         check.number("classification_weight", 0)
         check.option("head_init", ("probe", "random"))
-        if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
-            raise check._fail("class_weight", "None, 'balanced' or a dict {class: weight}")
+        check.class_weight("class_weight")
+        check.va_map("va_map")
 
     def _prepare_targets(self, y, n_samples, rng):
         prepared, targets = self._class_targets(y, n_samples, rng)
@@ -132,7 +133,11 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         unknown = [c for c in self.class_weight if c not in set(targets.classes.tolist())]
         if unknown:
             raise ValueError(f"class_weight names class(es) {unknown!r} that are not in y.")
-        return np.asarray([float(self.class_weight.get(c, 1.0)) for c in targets.classes.tolist()])
+        weights = np.asarray([float(self.class_weight.get(c, 1.0)) for c in targets.classes.tolist()])
+        if not (weights > 0).any():
+            raise ValueError(f"class_weight gives weight 0 to every class of y ({targets.classes.tolist()!r}); "
+                             "at least one class needs a positive weight.")
+        return weights
 
     def fit(self, X, y):
         """Fine-tune the encoder with CARL and train the classification head.
@@ -193,7 +198,10 @@ class _WeightedCE:
         self.weights = weights
 
     def __call__(self, logits, targets):
-        return F.cross_entropy(logits.float(), targets.long(), weight=self.weights.to(logits.device))
+        # the weighted mean, with a batch whose classes all weigh 0 (class_weight may give 0) counting 0, not 0/0
+        weights, targets = self.weights.to(logits.device), targets.long()
+        total = F.cross_entropy(logits.float(), targets, weight=weights, reduction="sum")
+        return total / weights[targets].sum().clamp_min(torch.finfo(torch.float32).tiny)
 
 
 class _WeightedBCE:

@@ -368,7 +368,7 @@ def _load_model(path: str, device):
 
 def _check_device(device) -> None:
     """An unknown or unavailable device is a usage error, found before any data is read or model loaded."""
-    from .training import resolve_device
+    from ._devices import resolve_device
 
     try:
         resolve_device(device)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import _CARLBase, carl_estimator
+from ._warnings import warn
 from .backbone import DEFAULT_BACKBONE
 
 
@@ -80,6 +79,10 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
         super().__init__(model_name_or_path, **carl_params)
         self.va_map = va_map
 
+    def _check_params(self):
+        super()._check_params()
+        self._checker().va_map("va_map")
+
     def fit(self, X, y):
         """Fine-tune the encoder with CARL.
 
@@ -128,8 +131,8 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
         if self.va_map is not None or _looks_categorical(y):
             prepared, targets = self._class_targets(y, n_samples, rng)
             if len(targets.classes) == 1:
-                warnings.warn(f"y holds a single class ({targets.classes.tolist()[0]!r}): every text gets the "
-                              "same valence-arousal point, so L_cont cannot order them.", UserWarning, stacklevel=5)
+                warn(f"y holds a single class ({targets.classes.tolist()[0]!r}): every text gets the same "
+                     "valence-arousal point, so L_cont cannot order them.")
             return prepared
         return self._continuous_targets(y, n_samples)
 

@@ -25,14 +25,12 @@ Special tokens ([CLS], [SEP], <s>, ...) are dropped.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_texts
+from ._warnings import warn
 from .perturbation import SALIENCY_MODES, token_saliency
 from .tokens import TOKENIZER_LOCK, length_sorted_batches
 
@@ -113,7 +111,7 @@ def explain(estimator, texts, target=None, *, saliency=None, n_projections=16, r
     ['text_id', 'word_id', 'word', 'saliency', 'saliency_share', 'target']
     >>> table.nlargest(3, "saliency")[["word", "saliency_share"]]  # doctest: +SKIP
     """
-    check_is_fitted(estimator, "network_")
+    estimator._check_inference_params()
     texts = check_texts(texts, "texts")
     network, tokenizer = estimator.network_, estimator.tokenizer_
     mode = getattr(estimator, "saliency", "grad_norm") if saliency is None else saliency
@@ -308,8 +306,8 @@ def _encode(tokenizer, texts, max_length) -> dict:
         full = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     n_truncated = sum(len(ids) > max_length for ids in full)
     if n_truncated:
-        warnings.warn(f"{n_truncated} of {len(texts)} texts are longer than max_length={max_length} tokens; "
-                      "only their first words are explained.", UserWarning, stacklevel=3)
+        warn(f"{n_truncated} of {len(texts)} texts are longer than max_length={max_length} tokens; only their "
+             "first words are explained.")
     return {"encoding": encoded, "input_ids": encoded["input_ids"], "fast": fast,
             "special": encoded["special_tokens_mask"],
             "offsets": encoded["offset_mapping"] if fast else None}

@@ -16,7 +16,9 @@ records the SHA-256 of ``config.json`` itself (its canonical JSON, without the `
 ``"metadata"`` entries, which may be edited by hand). :func:`load` checks both, so a file that was truncated,
 edited or swapped for another model's after saving is an :class:`InvalidModelError`, even where it would still
 parse. They guard against accidents, not attackers (anyone can write a consistent folder): safety comes from
-never running code from the folder. Folders saved without checksums load unchecked.
+never running code from the folder. Each checksum the folder carries is verified, whichever is left; a folder
+without them loads with a warning that says what was not verified. Only regular files inside the folder are
+read, and JSON files of bounded size and depth (``_safe_files.py``).
 
 Values that JSON cannot hold directly are written as one-key objects: ``{"__ndarray__": {"dtype", "shape",
 "values"}}``, ``{"__tuple__": [...]}``, ``{"__dict__": [[key, value], ...]}`` (dicts whose keys are not all
@@ -39,7 +41,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._safe_files import MAX_TOKENIZER_FILE_BYTES, check_folder, check_sizes, read_json
 from ._version import __version__
+from ._warnings import warn
 
 __all__ = ["InvalidModelError", "load", "save"]
 
@@ -52,6 +56,12 @@ TOKENIZER_DIR = "tokenizer"
 # Entries of config.json outside its checksum: the checksums themselves, and what may be edited by hand.
 _UNCHECKED_ENTRIES = ("files", "versions", "metadata")
 _CONFIG_DIGEST_KEY = "skcarl_config_sha256"  # in the safetensors header
+# The most memory one array of config.json may take once decoded (its JSON is at most 64 MiB).
+_MAX_ARRAY_BYTES = 1 << 30
+# An encoder_config.json is refused before the encoder is allocated when it describes more than this many times
+# the weights of model.safetensors, plus this many (40 MB of float32: cheap to allocate, then named by shape).
+_MAX_WEIGHTS_RATIO = 2
+_WEIGHTS_SLACK = 10_000_000
 
 # Fitted state that is not JSON: written to model.safetensors, encoder_config.json and tokenizer/ instead.
 _NOT_IN_CONFIG = {"network_", "encoder_", "tokenizer_", "device_", "metadata_"}
@@ -135,8 +145,8 @@ def _decode(value):
             return _DECODERS[tag](body)
         except InvalidModelError:
             raise
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
-            raise InvalidModelError(f"Malformed {tag} entry in {CONFIG_FILE}: {exc}") from None
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, MemoryError) as exc:
+            raise InvalidModelError(f"Malformed {tag} entry in {CONFIG_FILE}: {type(exc).__name__}: {exc}") from None
     return {k: _decode(v) for k, v in value.items()}
 
 
@@ -147,6 +157,9 @@ def _decode_array(body: dict) -> np.ndarray:
     values = body["values"]
     if len(values) != math.prod(shape):
         raise ValueError(f"an array of shape {shape} needs {math.prod(shape)} values, got {len(values)}")
+    if dtype.itemsize * len(values) > _MAX_ARRAY_BYTES:  # e.g. one string of dtype "<U2000000000"
+        raise ValueError(f"an array of {len(values)} values of dtype {dtype.str} would take "
+                         f"{dtype.itemsize * len(values):,} bytes")
     if dtype.kind == "O":
         array = np.empty(len(values), dtype=object)
         for i, v in enumerate(values):
@@ -214,10 +227,12 @@ def _fitted_attributes(estimator) -> dict:
 
 
 def _is_model_folder(path: Path) -> bool:
+    if not (path / CONFIG_FILE).is_file():  # a named pipe would block the read
+        return False
     try:
         with open(path / CONFIG_FILE, encoding="utf-8") as f:
             return json.load(f).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
@@ -344,37 +359,58 @@ def _model_files(folder: Path) -> list[str]:
     return sorted(name for name in files if name != CONFIG_FILE)
 
 
-def _checksum_problems(path: Path, config: dict, under: str = "") -> list[str]:
-    """What differs from the checksums recorded at save time (nothing for a folder saved without them)."""
-    recorded = config.get("files")
-    if recorded is None:
-        return []
-    if not isinstance(recorded, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in
-                                                 recorded.items()):
-        return [f'the "files" entry of {CONFIG_FILE} is malformed']
-    problems = []
-    for name, digest in sorted(recorded.items()):
-        if not name.startswith(under):
-            continue
-        file = path / name
-        if Path(name).is_absolute() or ".." in Path(name).parts or not file.is_file():
-            problems.append(f"{name} is missing")
-        elif _sha256(file) != digest:
-            problems.append(f"{name} does not match the SHA-256 recorded in {CONFIG_FILE}")
-    problems += [f"unexpected file {name}" for name in _model_files(path)
-                 if name.startswith(under) and name not in recorded]
-    if not under:
-        try:
-            from safetensors import safe_open
+def _saved_config_digest(path: Path):
+    """The checksum of config.json kept in the weights file's header (None if it has none, or is unreadable)."""
+    try:
+        from safetensors import safe_open
 
-            with safe_open(str(path / WEIGHTS_FILE), "pt") as weights:
-                saved_digest = (weights.metadata() or {}).get(_CONFIG_DIGEST_KEY)
-        except Exception:  # unreadable weights are reported by their own check
-            saved_digest = None
+        with safe_open(str(path / WEIGHTS_FILE), "pt") as weights:
+            return (weights.metadata() or {}).get(_CONFIG_DIGEST_KEY)
+    except Exception:  # unreadable weights are reported by their own check
+        return None
+
+
+def _checksum_problems(path: Path, config: dict, under: str = "") -> list[str]:
+    """What differs from the checksums the folder carries: the SHA-256 of every file in config.json's "files"
+    entry, and config.json's own checksum in the weights file's header, each verified whenever it is there."""
+    recorded = config.get("files")
+    problems = []
+    if recorded is not None and not (isinstance(recorded, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in recorded.items())):
+        problems.append(f'the "files" entry of {CONFIG_FILE} is malformed')
+    elif recorded is not None:
+        for name, digest in sorted(recorded.items()):
+            if not name.startswith(under):
+                continue
+            file = path / name
+            if Path(name).is_absolute() or ".." in Path(name).parts or not file.is_file():
+                problems.append(f"{name} is missing")
+            elif _sha256(file) != digest:
+                problems.append(f"{name} does not match the SHA-256 recorded in {CONFIG_FILE}")
+        problems += [f"unexpected file {name}" for name in _model_files(path)
+                     if name.startswith(under) and name not in recorded]
+    if not under:
+        saved_digest = _saved_config_digest(path)
         if saved_digest is not None and saved_digest != _config_digest(config):
             problems.append(f"{CONFIG_FILE} was changed after the model was saved (it no longer matches the checksum "
                             f"kept in {WEIGHTS_FILE}; only its \"metadata\" entry may be edited by hand)")
     return problems
+
+
+def _warn_unverified(path: Path, config: dict) -> None:
+    """Say which files of the folder no checksum covers: a folder saved without them, or one whose
+    checksums were removed, loads, but a truncated, edited or swapped file in it would go unnoticed."""
+    has_files, has_digest = config.get("files") is not None, _saved_config_digest(path) is not None
+    if has_files and has_digest:
+        return
+    if not has_files and not has_digest:
+        what = "carries no checksums at all: none of its files can be verified"
+    elif not has_files:
+        what = (f"has no \"files\" entry in {CONFIG_FILE}: only {CONFIG_FILE} is verified (by the checksum kept in "
+                f"{WEIGHTS_FILE}), not the weights, encoder configuration or tokenizer files")
+    else:
+        what = f"has no checksum of {CONFIG_FILE} in {WEIGHTS_FILE}: {CONFIG_FILE} cannot be verified"
+    warn(f"The saved model at {str(path)!r} {what}. Saving the model again records them.")
 
 
 def _replace_folder(new: Path, path: Path) -> None:
@@ -428,8 +464,12 @@ def load(path, device="auto"):
     ------
     FileNotFoundError
         If ``path`` or one of the files of a saved model is missing.
+    ValueError
+        If ``device`` is not a device this machine can run on (checked before any file is read).
     InvalidModelError
-        If a file is garbled or does not match the others (invalid JSON, an unknown estimator or encoder
+        If the folder holds anything but regular files and folders (a named pipe, a symbolic link to outside
+        the folder, a folder where a file belongs), a JSON file too large or nested too deep, if a file is
+        garbled or does not match the others (invalid JSON, an unknown estimator or encoder
         class, a weights file that is not safetensors or whose tensors have the wrong names or shapes), or if
         a file was truncated, edited or swapped after saving (its SHA-256 differs from the one recorded by
         :func:`save`; only the ``"metadata"`` entry of ``config.json`` may be edited by hand).
@@ -437,7 +477,7 @@ def load(path, device="auto"):
     Warns
     -----
     UserWarning
-        If the model was saved with another skcarl version.
+        If the model was saved with another skcarl version, or the folder carries no checksums (or only some).
 
     See Also
     --------
@@ -450,8 +490,9 @@ def load(path, device="auto"):
     >>> clf.predict(["I can't stop smiling"])  # doctest: +SKIP
     array(['joy'], dtype='<U8')
     """
-    from .training import resolve_device
+    from ._devices import resolve_device
 
+    target = resolve_device(device)  # the device is refused before a file is read
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"No saved skcarl model at {str(path)!r}: "
@@ -461,6 +502,9 @@ def load(path, device="auto"):
             raise FileNotFoundError(f"{str(path)!r} is not a complete saved skcarl model: {name} is missing "
                                     f"(a saved model holds {CONFIG_FILE}, {ENCODER_CONFIG_FILE}, {WEIGHTS_FILE} "
                                     f"and {TOKENIZER_DIR}/).")
+    check_folder(path, InvalidModelError, files=(CONFIG_FILE, ENCODER_CONFIG_FILE, WEIGHTS_FILE),
+                 folders=(TOKENIZER_DIR,))
+    check_sizes(path / TOKENIZER_DIR, MAX_TOKENIZER_FILE_BYTES, InvalidModelError)
     config = _read_json(path / CONFIG_FILE)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise InvalidModelError(f"{path / CONFIG_FILE} is not the configuration of a saved skcarl model "
@@ -499,7 +543,6 @@ def load(path, device="auto"):
         raise InvalidModelError(f"{path / CONFIG_FILE} holds parameters that {cls.__name__} does not take "
                                 f"({exc}); its parameters are {', '.join(valid)}.") from None
 
-    target = resolve_device(device)
     network = _rebuild_network(path, projection_dim, pooling, n_task_outputs)
     try:
         tokenizer = _load_tokenizer(path / TOKENIZER_DIR)
@@ -518,6 +561,7 @@ def load(path, device="auto"):
         raise InvalidModelError(f"{path} does not hold the files it was saved with: {'; '.join(problems)}. The "
                                 "files were truncated, edited or swapped after saving; save the model again, or "
                                 "restore the original files.")
+    _warn_unverified(path, config)
     network.to(target)
     network.eval()
     estimator.network_ = network
@@ -529,11 +573,7 @@ def load(path, device="auto"):
 
 
 def _read_json(file: Path):
-    try:
-        with open(file, encoding="utf-8") as f:
-            return json.load(f)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidModelError(f"{file} is not valid JSON: {exc}") from None
+    return read_json(file, InvalidModelError)
 
 
 def _rebuild_network(path: Path, projection_dim: int | None, pooling: str, n_task_outputs: int):
@@ -559,20 +599,22 @@ def _rebuild_network(path: Path, projection_dim: int | None, pooling: str, n_tas
     if pooling not in ("mean", "cls") or (projection_dim is not None and projection_dim < 1) or n_task_outputs < 0:
         raise InvalidModelError(f"{path / CONFIG_FILE}: invalid network settings (projection_dim={projection_dim}, "
                                 f"pooling={pooling!r}, n_task_outputs={n_task_outputs}).")
-    try:
-        hf_config = CONFIG_MAPPING[model_type].from_dict(encoder_config)
-        encoder = AutoModel.from_config(hf_config)
-        network = CARLNetwork(encoder, projection_dim, pooling, n_task_outputs)
-    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
-        raise InvalidModelError(f"Cannot rebuild the encoder from {encoder_file}: {type(exc).__name__}: {exc}") \
-            from None
-
     weights_file = path / WEIGHTS_FILE
     try:
         tensors = load_file(str(weights_file), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise InvalidModelError(f"{weights_file} is not a valid safetensors file (was it replaced or truncated?): "
                                 f"{exc}") from None
+    try:
+        hf_config = CONFIG_MAPPING[model_type].from_dict(encoder_config)
+        _check_size(encoder_file, AutoModel, hf_config, weights_file, sum(t.numel() for t in tensors.values()))
+        encoder = AutoModel.from_config(hf_config)
+        network = CARLNetwork(encoder, projection_dim, pooling, n_task_outputs)
+    except InvalidModelError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
+        raise InvalidModelError(f"Cannot rebuild the encoder from {encoder_file}: {type(exc).__name__}: {exc}") \
+            from None
     expected = network.state_dict()
     problems = [f"{key}: saved {tuple(tensors[key].shape)}, model needs {tuple(value.shape)}"
                 for key, value in expected.items() if key in tensors and tensors[key].shape != value.shape]
@@ -599,6 +641,17 @@ def _rebuild_network(path: Path, projection_dim: int | None, pooling: str, n_tas
     except RuntimeError as exc:
         raise InvalidModelError(f"Cannot load {weights_file}: {exc}") from None
     return network
+
+
+def _check_size(encoder_file: Path, auto_model, hf_config, weights_file: Path, n_saved: int) -> None:
+    """Refuse an encoder configuration with far more weights than the weights file holds (``n_saved`` numbers),
+    before allocating them: a few edited numbers in encoder_config.json must not exhaust the memory. A smaller
+    difference is left to the comparison of the tensors' shapes, which names them."""
+    with torch.device("meta"):  # shapes only, no memory
+        n_weights = sum(p.numel() for p in auto_model.from_config(hf_config).parameters())
+    if n_weights > _MAX_WEIGHTS_RATIO * n_saved + _WEIGHTS_SLACK:
+        raise InvalidModelError(f"{encoder_file} describes an encoder of {n_weights:,} weights, far more than the "
+                                f"{n_saved:,} that {weights_file} holds: the files do not belong together.")
 
 
 def _storage_key(tensor: torch.Tensor):

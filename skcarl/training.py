@@ -28,6 +28,7 @@ import torch
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
+from ._devices import resolve_device  # noqa: F401  (re-exported: the one device check, see _devices.py)
 from .losses import TokenDetectionLoss, make_contrastive_loss
 from .momentum import KeyQueue, make_key_network, momentum_update
 from .perturbation import TokenPerturber, select_tokens, token_saliency
@@ -35,36 +36,6 @@ from .tokens import TokenizedTexts, pad_batch
 from .va_labels import ContinuousLabels
 
 SALIENCY_REFRESHES = ("step", "cached")
-
-
-def resolve_device(device) -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist.
-
-    Examples
-    --------
-    >>> from skcarl.training import resolve_device
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    >>> resolve_device("auto").type in {"cuda", "mps", "cpu"}
-    True
-    """
-    if device is None or device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'.") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available on this machine "
-                         "(CPU-only torch build or no GPU). Use device='auto' or device='cpu'.")
-    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device={device!r} was requested but Apple MPS is not available; use device='auto'.")
-    return resolved
 
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from scipy.spatial.distance import pdist
@@ -205,7 +207,7 @@ def class_anchor_points(classes, va_map, va_range, rng: np.random.Generator):
     >>> scaled.tolist()
     [[1.0, 1.0], [0.0, 0.0]]
     """
-    if isinstance(va_map, dict):
+    if isinstance(va_map, Mapping):
         missing = [c for c in classes if c not in va_map]
         if missing:
             raise ValueError(f"va_map has no point for the class(es) {missing!r}; give one (valence, arousal) "
