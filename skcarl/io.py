@@ -49,6 +49,7 @@ CONFIG_FILE = "config.json"
 ENCODER_CONFIG_FILE = "encoder_config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
+README_FILE = "README.md"  # the model card: not checksummed, so that people may edit it
 # Entries of config.json outside its checksum: the checksums themselves, and what may be edited by hand.
 _UNCHECKED_ENTRIES = ("files", "versions", "metadata")
 _CONFIG_DIGEST_KEY = "skcarl_config_sha256"  # in the safetensors header
@@ -309,6 +310,9 @@ def save(estimator, path, metadata=None) -> Path:
         save_model(network, str(staging / WEIGHTS_FILE),
                    metadata={"format": "pt", "skcarl": __version__, _CONFIG_DIGEST_KEY: _config_digest(config)})
         estimator.tokenizer_.save_pretrained(str(staging / TOKENIZER_DIR))
+        from .model_card import model_card
+
+        (staging / README_FILE).write_text(model_card(estimator, "skcarl"), encoding="utf-8")
         config["files"] = {name: _sha256(staging / name) for name in _model_files(staging)}
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False), encoding="utf-8")
         _replace_folder(staging, path)
@@ -341,7 +345,7 @@ def _model_files(folder: Path) -> list[str]:
         relative = file.relative_to(folder)
         if file.is_file() and not any(part.startswith(".") for part in relative.parts):
             files.append(relative.as_posix())
-    return sorted(name for name in files if name != CONFIG_FILE)
+    return sorted(name for name in files if name not in (CONFIG_FILE, README_FILE))
 
 
 def _checksum_problems(path: Path, config: dict, under: str = "") -> list[str]:
@@ -453,6 +457,10 @@ def load(path, device="auto"):
     from .training import resolve_device
 
     path = Path(path)
+    from .export import is_exported_folder, load_exported
+
+    if is_exported_folder(path):  # a sentence-transformers or transformers folder written by export()
+        return load_exported(path, device)
     if not path.is_dir():
         raise FileNotFoundError(f"No saved skcarl model at {str(path)!r}: "
                                 f"{'it is a file, not a folder' if path.exists() else 'the folder does not exist'}.")
