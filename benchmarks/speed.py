@@ -24,6 +24,14 @@ Sections (``--sections``, comma-separated; default all that apply):
     peak memory per batch size.
 ``scaling``
     ``fit`` and ``transform`` time against the number of texts and ``max_length``; a plot.
+``onnx``
+    Serving with ONNX Runtime (``estimator.export(format="onnx")`` and :class:`skcarl.onnx.ONNXModel`) against
+    skcarl's torch ``transform``: throughput of the float32 and the dynamically quantised int8 model on the same
+    EmoBank texts, batch size and thread count (``--threads``, applied to torch and to onnxruntime), repeats
+    interleaved in a rotating order, median of the per-round ratios; then what int8 costs: cosine between
+    float32 and int8 embeddings of EmoBank test, and a RidgeCV probe (fit on EmoBank train) r_V / r_A on test
+    with each. The model is the pretrained backbone wrapped as a fitted CARLEmbedder (no fine-tuning: the
+    export and the runtime do not depend on the weights' values).
 ``gpu``
     CUDA only: training and inference tokens/s in float32, bfloat16 and float16, with and without
     ``torch.compile``, and the ratio to this machine's CPU.
@@ -40,6 +48,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,7 +64,7 @@ from torch.nn import functional as F
 from benchmarks.data import emobank_texts, load_emobank
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("step", "profile", "quality", "transform", "memory", "scaling", "gpu")
+SECTIONS = ("step", "profile", "quality", "transform", "memory", "scaling", "onnx", "gpu")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -323,6 +332,87 @@ def section_transform(args, device, results):
         "speedup": summary(ratios),
         "max_abs_difference": float(np.abs(outputs["skcarl"] - outputs["sentence_transformers"]).max()),
     }
+
+
+# ---------------------------------------------------------------------------------------------- onnx
+def frozen_embedder(backbone, batch_size, max_length):
+    """The pretrained backbone as a fitted CARLEmbedder (what ``fit`` would leave, without training)."""
+    from skcarl import CARLEmbedder
+    from skcarl.backbone import load_backbone
+    from skcarl.network import CARLNetwork
+
+    tokenizer, encoder = load_backbone(backbone)
+    embedder = CARLEmbedder(backbone, batch_size=batch_size, max_length=max_length, device="cpu")
+    network = CARLNetwork(encoder).eval()
+    embedder.network_, embedder.encoder_, embedder.tokenizer_ = network, encoder, tokenizer
+    embedder.device_ = torch.device("cpu")
+    return embedder
+
+
+def section_onnx(args, device, results):
+    import tempfile
+
+    from scipy.stats import pearsonr
+    from sklearn.linear_model import RidgeCV
+
+    from skcarl.onnx import ONNXModel
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        embedder = frozen_embedder(args.backbone, args.batch_size, args.max_length)
+        texts = emobank_texts(args.onnx_texts, args.data_dir)
+        folder = Path(tempfile.mkdtemp(prefix="skcarl-onnx-bench-"))
+        models = {}
+        for name, quantize in (("onnx_fp32", None), ("onnx_int8", "int8")):
+            started = time.perf_counter()
+            embedder.export(folder / name, format="onnx", quantize=quantize)
+            export_seconds = time.perf_counter() - started
+            models[name] = ONNXModel(folder / name, n_threads=args.threads)
+            models[name].export_seconds = export_seconds
+        runners = {"torch": embedder.transform, **{name: m.transform for name, m in models.items()}}
+        for fn in runners.values():  # warm-up (first-call allocations, kernel selection)
+            fn(texts[:256])
+        times = {name: [] for name in runners}
+        outputs = {}
+        names = list(runners)
+        for r in range(args.onnx_repeats):
+            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate who goes first
+                started = time.perf_counter()
+                outputs[name] = runners[name](texts)
+                times[name].append(time.perf_counter() - started)
+        speedups = {name: summary([t / o for t, o in zip(times["torch"], times[name])]) for name in models}
+
+        test_texts, test_va = emobank_va("test", args.data_dir)
+        train_texts, train_va = emobank_va("train", args.data_dir)
+        if args.quick:
+            keep = np.random.default_rng(0).permutation(len(train_texts))[: args.quality_train]
+            train_texts, train_va = [train_texts[i] for i in keep], train_va[keep]
+        quality = {}
+        test_embeddings = {}
+        for name, fn in runners.items():
+            train_x, test_x = fn(train_texts), fn(test_texts)
+            test_embeddings[name] = test_x
+            probe = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(train_x, train_va)
+            predicted = probe.predict(test_x)
+            quality[name] = {"r_valence": float(pearsonr(predicted[:, 0], test_va[:, 0])[0]),
+                             "r_arousal": float(pearsonr(predicted[:, 1], test_va[:, 1])[0])}
+        cosine = np.sum(test_embeddings["onnx_fp32"] * test_embeddings["onnx_int8"], axis=1)
+        sizes = {name: (folder / name / "model.onnx").stat().st_size / 2**20 for name in models}
+        results["onnx"] = {
+            "n_texts": len(texts), "batch_size": args.batch_size, "max_length": args.max_length,
+            "threads": args.threads, "repeats": args.onnx_repeats,
+            "texts_per_second": {name: summary([len(texts) / t for t in v]) for name, v in times.items()},
+            "speedup_vs_torch": speedups,
+            "max_abs_difference_fp32_vs_torch": float(np.abs(outputs["onnx_fp32"] - outputs["torch"]).max()),
+            "int8_cosine_to_fp32": {"mean": float(cosine.mean()), "min": float(cosine.min()),
+                                    "n_texts": len(test_texts)},
+            "probe": quality, "probe_n_train": len(train_texts),
+            "model_mb": sizes, "export_seconds": {name: m.export_seconds for name, m in models.items()},
+        }
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -606,6 +696,27 @@ def markdown(results: dict) -> str:
         lines += ["", "| max_length | transform seconds |", "|---:|---:|"]
         lines += [f"| {r['max_length']} | {r['seconds']:.2f} |" for r in sc["max_length"]]
         lines.append("")
+    if "onnx" in results:
+        o = results["onnx"]
+        tps, sp = o["texts_per_second"], o["speedup_vs_torch"]
+        lines += [f"**ONNX serving** ({o['n_texts']:,} EmoBank texts, batch {o['batch_size']}, max_length "
+                  f"{o['max_length']}, {o['threads']} threads for torch and onnxruntime alike, median of "
+                  f"{o['repeats']} interleaved repeats; min–max in brackets)", "",
+                  "| model | texts/s | speed-up over torch (paired) | model size (MB) |", "|---|---:|---:|---:|",
+                  f"| skcarl `transform` (torch, float32) | {fmt(tps['torch'], 1)} | 1 | — |"]
+        for name, label in (("onnx_fp32", "ONNX Runtime, float32"), ("onnx_int8", "ONNX Runtime, int8 (dynamic)")):
+            lines.append(f"| {label} | {fmt(tps[name], 1)} | **{fmt(sp[name], 2)}** | {o['model_mb'][name]:.0f} |")
+        q, c = o["probe"], o["int8_cosine_to_fp32"]
+        lines += ["", f"Largest difference between the float32 ONNX and torch embeddings: "
+                  f"{o['max_abs_difference_fp32_vs_torch']:.1e}. int8 against float32 on EmoBank test "
+                  f"({c['n_texts']} texts): cosine mean {c['mean']:.4f}, min {c['min']:.4f}.", "",
+                  "| embeddings | probe r valence (test) | probe r arousal (test) |", "|---|---:|---:|"]
+        for name, label in (("torch", "torch"), ("onnx_fp32", "ONNX float32"), ("onnx_int8", "ONNX int8")):
+            lines.append(f"| {label} | {q[name]['r_valence']:.4f} | {q[name]['r_arousal']:.4f} |")
+        lines += ["", f"RidgeCV probe fit on the {o['probe_n_train']:,} EmoBank train texts' embeddings of the same "
+                  "model; int8 − float32: "
+                  f"{q['onnx_int8']['r_valence'] - q['onnx_fp32']['r_valence']:+.4f} (valence), "
+                  f"{q['onnx_int8']['r_arousal'] - q['onnx_fp32']['r_arousal']:+.4f} (arousal).", ""]
     if "gpu" in results:
         g = results["gpu"]
         lines += [f"**GPU** ({g['device_name']}): training tokens/s (median step)", "",
@@ -656,6 +767,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--threads", type=int, default=2, help="onnx section: torch and onnxruntime threads (default 2)")
     p.add_argument("--use-amp", default="bfloat16", help="mixed precision on CUDA: bfloat16, float16 or off")
     p.add_argument("--full-model-memory", action="store_true",
                    help="measure transform memory with the backbone itself also on the CPU (slow)")
@@ -679,6 +791,8 @@ def parse_args(argv=None):
     args.length_texts = 64 if quick else 256
     args.lengths = (32, 64, 128, 256)
     args.gpu_batch_size = 128
+    args.onnx_texts = 1000 if quick else 10_000
+    args.onnx_repeats = 3 if quick else 5
     return args
 
 

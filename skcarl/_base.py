@@ -24,7 +24,7 @@ from ._targets import ClassTargets, check_class_targets
 from ._validation import ParameterChecker, check_continuous_targets, check_texts, inference_checks
 from ._version import __version__
 from ._warnings import warn
-from .backbone import DEFAULT_BACKBONE, load_backbone, max_positions
+from .backbone import DEFAULT_BACKBONE, POOLINGS, load_backbone, max_positions, resolve_pooling
 from .inference import embed_texts, map_texts, map_tokens
 from .losses import CONTRASTIVE_LOSSES
 from .network import CARLNetwork
@@ -117,7 +117,7 @@ class _CARLBase(BaseEstimator):
         self,
         model_name_or_path=DEFAULT_BACKBONE,
         *,
-        pooling="mean",
+        pooling="auto",
         projection_dim=128,
         contrastive_loss="soft_infonce",
         temperature=0.05,
@@ -204,7 +204,7 @@ class _CARLBase(BaseEstimator):
         check = self._checker()
         if not isinstance(self.model_name_or_path, str) and not hasattr(self.model_name_or_path, "__fspath__"):
             raise check._fail("model_name_or_path", "a str or path-like")
-        check.option("pooling", ("mean", "cls"))
+        check.option("pooling", POOLINGS)
         check.number("projection_dim", 1, integer=True, none=True)
         check.option("contrastive_loss", tuple(CONTRASTIVE_LOSSES))
         check.number("temperature", 0, low_open=True)
@@ -380,6 +380,7 @@ class _CARLBase(BaseEstimator):
             loss_curve_=[record["loss"] for record in history],
             validation_scores_=[r["validation_loss"] for r in history] if validation is not None else None,
             best_epoch_=trainer.best_epoch, n_iter_=len(history), fit_time_=time.perf_counter() - started,
+            n_samples_fit_=len(train_idx),
         )
         # One assignment, so that an interrupt cannot leave a mix of two fits. A refit on another kind of y
         # drops the previous kind's attributes (classes_ after continuous targets, ...).
@@ -394,7 +395,8 @@ class _CARLBase(BaseEstimator):
                                  "previous fit; set warm_start=False to start afresh.")
             return self.tokenizer_, self.network_
         tokenizer, encoder = load_backbone(self.model_name_or_path)
-        return tokenizer, CARLNetwork(encoder, self.projection_dim, self.pooling, n_task_outputs)
+        pooling = resolve_pooling(self.pooling, self.model_name_or_path)
+        return tokenizer, CARLNetwork(encoder, self.projection_dim, pooling, n_task_outputs)
 
     def _label_temperature(self, prepared: PreparedTargets, train_idx, rng) -> float:
         if self.label_temperature != "auto":
@@ -532,6 +534,42 @@ class _CARLBase(BaseEstimator):
         from .io import save
 
         return save(self, path, metadata=metadata)
+
+    def export(self, path, format="sentence-transformers", *, quantize=None, overwrite=False):
+        """Export the fitted estimator to a sentence-transformers, transformers or ONNX folder.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The folder to create (written beside under a temporary name, then renamed).
+        format : {"sentence-transformers", "transformers", "onnx"}, default="sentence-transformers"
+            ``"sentence-transformers"``: ``SentenceTransformer(path).encode(texts)`` gives ``transform(texts)``;
+            ``"transformers"``: ``AutoModel``/``AutoTokenizer.from_pretrained(path)`` plus the pooling named on
+            the model card; both also load with :func:`skcarl.load`. ``"onnx"``: one ONNX graph (embedding, and
+            the regressor's predictions or the classifier's probabilities) served by
+            :class:`skcarl.onnx.ONNXModel` without torch. See :mod:`skcarl.export`.
+        quantize : {None, "int8"}, default=None
+            ONNX only: dynamically quantised int8 weights.
+        overwrite : bool, default=False
+            Replace ``path`` if it exists.
+
+        Returns
+        -------
+        pathlib.Path
+            The folder written, with a README.md model card.
+
+        Examples
+        --------
+        >>> emb = skcarl.CARLEmbedder(max_epochs=1).fit(texts, va)  # doctest: +SKIP
+        >>> emb.export("carl-st")  # doctest: +SKIP
+        PosixPath('carl-st')
+        >>> from sentence_transformers import SentenceTransformer  # doctest: +SKIP
+        >>> SentenceTransformer("carl-st").encode(["Hello"]).shape  # doctest: +SKIP
+        (1, 384)
+        """
+        from .export import export
+
+        return export(self, path, format, quantize=quantize, overwrite=overwrite)
 
     # ------------------------------------------------------------------ pickling (skorch-style)
     def __getstate__(self):

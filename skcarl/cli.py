@@ -1,4 +1,4 @@
-"""The ``skcarl`` command line: ``demo``, ``fit``, ``embed``, ``predict`` and ``evaluate``.
+"""The ``skcarl`` command line: ``demo``, ``fit``, ``embed``, ``predict``, ``evaluate`` and ``export``.
 
 Every command prints ``skcarl <command>: error: <message>`` on stderr when it fails, without a traceback
 (set the environment variable ``SKCARL_DEBUG=1`` to see one), and exits with 0 on success, 1 on a runtime
@@ -183,6 +183,29 @@ def _evaluate(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _export(args) -> int:
+    from .export import _require_onnx
+
+    if args.quantize and args.format != "onnx":
+        raise UsageError(f"--quantize {args.quantize} applies to --format onnx only; got --format {args.format}.")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"OUT {str(out)!r} exists already; pass --overwrite to replace it, or choose a new folder.")
+    if out.is_file():
+        raise UsageError(f"OUT {str(out)!r} is a file; give a folder.")
+    if args.format == "onnx":
+        try:
+            _require_onnx()
+        except ImportError as exc:
+            raise UsageError(str(exc)) from None
+    estimator = _load_model(args.model, "cpu")
+    path = estimator.export(out, format=args.format, quantize=args.quantize, overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"exported {type(estimator).__name__} to {path} ({args.format}"
+              + (f", {args.quantize}" if args.quantize else "") + ")", file=sys.stderr)
+    return 0
+
+
 def parse_params(pairs, estimator) -> dict:
     """Read ``--param key=value`` options: each value as JSON where it parses, else as a plain string.
 
@@ -521,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  skcarl fit train.csv --va-cols valence arousal --param max_epochs=3 --out models/va\n"
                "  skcarl embed models/va test.csv --out emb.npy\n"
                "  skcarl predict models/va test.csv --out predictions.csv\n"
-               "  skcarl evaluate models/va test.csv\n\n"
+               "  skcarl evaluate models/va test.csv\n"
+               "  skcarl export models/va carl-onnx --format onnx --quantize int8\n\n"
                "Run `skcarl COMMAND --help` for the options of a command.\n" + _EXIT_STATUS)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -612,6 +636,29 @@ def build_parser() -> argparse.ArgumentParser:
                           help="classifier: the label column in DATA (default: the one named at fit time)")
     evaluate.add_argument("--label-sep", metavar="SEP", help="multi-label classifier: separator of the labels")
     evaluate.set_defaults(handler=_evaluate)
+
+    from .export import EXPORT_FORMATS, QUANTIZATIONS
+
+    export = commands.add_parser(
+        "export", help="export a saved model for sentence-transformers, transformers or ONNX Runtime",
+        formatter_class=formatter,
+        description="Write the model of MODEL_DIR to the new folder OUT in another format, with a README.md model\n"
+                    "card:\n"
+                    "  sentence-transformers  SentenceTransformer(OUT).encode(texts) gives the model's embeddings\n"
+                    "  transformers           AutoModel/AutoTokenizer.from_pretrained(OUT) + the pooling on the card\n"
+                    "  onnx                   model.onnx (embedding, predictions or probabilities) and its\n"
+                    "                         tokenizer, served by skcarl.onnx.ONNXModel without torch\n"
+                    "The sentence-transformers and transformers folders also load with skcarl.load.",
+        epilog="examples:\n  skcarl export models/va carl-st --format sentence-transformers\n"
+               "  skcarl export models/va carl-onnx --format onnx --quantize int8\n\n"
+               "ONNX needs the optional dependencies: pip install 'skcarl[export]'.\n" + _EXIT_STATUS)
+    export.add_argument("model", metavar="MODEL_DIR", help="a model folder saved by `skcarl fit` or est.save()")
+    export.add_argument("out", metavar="OUT", help="the folder to create")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument("--quantize", choices=QUANTIZATIONS, help="onnx only: dynamically quantised int8 weights")
+    export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    export.add_argument("--quiet", action="store_true", help="no messages")
+    export.set_defaults(handler=_export)
     return parser
 
 

@@ -6,6 +6,7 @@ A saved model is a folder::
     encoder_config.json  the Hugging Face config of the encoder (rebuilds the architecture, no download)
     model.safetensors    the CARLNetwork state dict: encoder, projection head, token head, task head
     tokenizer/           tokenizer.save_pretrained
+    README.md            the model card (skcarl.model_card), not checksummed: it may be edited
 
 Everything is JSON or safetensors: :func:`load` never unpickles (no ``pickle``, no ``torch.load``), so a folder
 from an untrusted source cannot run code when it is loaded. Pickle and joblib still work on the estimators, for
@@ -53,6 +54,7 @@ CONFIG_FILE = "config.json"
 ENCODER_CONFIG_FILE = "encoder_config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
+README_FILE = "README.md"  # the model card: not checksummed, so that people may edit it
 # Entries of config.json outside its checksum: the checksums themselves, and what may be edited by hand.
 _UNCHECKED_ENTRIES = ("files", "versions", "metadata")
 _CONFIG_DIGEST_KEY = "skcarl_config_sha256"  # in the safetensors header
@@ -324,6 +326,9 @@ def save(estimator, path, metadata=None) -> Path:
         save_model(network, str(staging / WEIGHTS_FILE),
                    metadata={"format": "pt", "skcarl": __version__, _CONFIG_DIGEST_KEY: _config_digest(config)})
         estimator.tokenizer_.save_pretrained(str(staging / TOKENIZER_DIR))
+        from .model_card import model_card
+
+        (staging / README_FILE).write_text(model_card(estimator, "skcarl"), encoding="utf-8")
         config["files"] = {name: _sha256(staging / name) for name in _model_files(staging)}
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False), encoding="utf-8")
         _replace_folder(staging, path)
@@ -356,7 +361,7 @@ def _model_files(folder: Path) -> list[str]:
         relative = file.relative_to(folder)
         if file.is_file() and not any(part.startswith(".") for part in relative.parts):
             files.append(relative.as_posix())
-    return sorted(name for name in files if name != CONFIG_FILE)
+    return sorted(name for name in files if name not in (CONFIG_FILE, README_FILE))
 
 
 def _saved_config_digest(path: Path):
@@ -494,6 +499,10 @@ def load(path, device="auto"):
 
     target = resolve_device(device)  # the device is refused before a file is read
     path = Path(path)
+    from .export import is_exported_folder, load_exported
+
+    if is_exported_folder(path):  # a sentence-transformers or transformers folder written by export()
+        return load_exported(path, device)
     if not path.is_dir():
         raise FileNotFoundError(f"No saved skcarl model at {str(path)!r}: "
                                 f"{'it is a file, not a folder' if path.exists() else 'the folder does not exist'}.")

@@ -127,8 +127,8 @@ def model_copy(saved_regressor, tmp_path):
 def test_round_trip_identical_outputs_params_and_fitted_attributes(case, fitted_cache, tmp_path):
     est = fitted_cache(case)
     assert est.save(tmp_path / "m") == tmp_path / "m"
-    assert sorted(os.listdir(tmp_path / "m")) == ["config.json", "encoder_config.json", "model.safetensors",
-                                                   "tokenizer"]
+    assert sorted(os.listdir(tmp_path / "m")) == ["README.md", "config.json", "encoder_config.json",
+                                                   "model.safetensors", "tokenizer"]
     loaded = skcarl.load(tmp_path / "m", device="cpu")
     assert type(loaded) is type(est)
     assert not loaded.network_.training  # before any inference call (which sets eval mode itself)
