@@ -77,6 +77,9 @@ class CARLModel:
             # added after results were kept: without the term a run computes what it did before, so its
             # key stays the one those results were kept under
             params.pop("ranking_weight"), params.pop("ranking_temperature")
+        for name in ("perturbed_view_weight", "consistency_weight"):
+            if params[name] == 0:  # likewise: runs without the adversarial terms keep their keys
+                params.pop(name)
         return params
 
     def training_record(self) -> dict:
