@@ -1,6 +1,7 @@
 """The shipped minimal-pairs contrast set: schema, counts, one- or two-word edits, and the annotation rules."""
 
 import difflib
+import re
 
 import numpy as np
 import pandas as pd
@@ -65,6 +66,20 @@ def test_each_edit_touches_one_or_two_words(pairs):
     lengths = pairs["original"].str.split().str.len()
     assert lengths.between(5, 25).all()
     assert lengths.max() >= 18, "the set should include long sentences as well as short ones"
+
+
+def test_articles_agree_with_the_next_word(pairs):
+    # an inserted or replaced word after "a"/"an" is the commonest way a minimal edit breaks grammar
+    sounds_like_a_vowel = {"hour", "honest", "honour"}
+    sounds_like_a_consonant = {"one", "university", "unique", "useful"}
+    wrong = []
+    for text in pd.concat([pairs["original"], pairs["edited"]]):
+        for article, word in re.findall(r"\b([Aa]n?) ([A-Za-z]+)", text):
+            word = word.lower()
+            vowel = (word[0] in "aeiou" or word in sounds_like_a_vowel) and word not in sounds_like_a_consonant
+            if (article.lower() == "an") != vowel:
+                wrong.append(text)
+    assert not wrong, wrong
 
 
 def test_direction_labels_follow_the_rules_per_kind(pairs):
