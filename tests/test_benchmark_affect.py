@@ -282,3 +282,21 @@ def test_transfer_profile_probes_the_other_corpus_and_scores_pairs_later(data_di
         assert {"dev/pairs/dir_V", "test/pairs/dir_A", "test/pairs/dist_ratio"} <= set(run["scores"])
         assert run["pairs_version"] is not None
     assert "pairs dir ΔV" in (out / "affect-t.md").read_text()
+
+
+def test_study_rule_needs_two_sds_of_gain_and_no_in_domain_loss():
+    from benchmarks.affect.compare import verdict
+
+    def runs(method, r_v, acc):
+        return [{"corpus": "emobank", "method": method, "error": None,
+                 "scores": {"dev/probe/r_V": v, "dev/probe/r_A": 0.5, "dev/transfer/ekman/acc": a,
+                            "dev/transfer/ekman/f1": 0.3, "dev/pairs/dir": 0.6}} for v, a in zip(r_v, acc)]
+
+    reference = runs("carl", [0.70, 0.71, 0.72], [0.50, 0.51, 0.52])  # sd 0.01 on both
+    assert verdict(reference + runs("big", [0.70, 0.71, 0.72], [0.52, 0.53, 0.54]), "emobank", "big", "carl")[0]
+    # ahead by 1.5 sd only
+    assert not verdict(reference + runs("small", [0.70, 0.71, 0.72], [0.515, 0.525, 0.535]), "emobank",
+                       "small", "carl")[0]
+    # ahead on transfer, but in-domain r_V lower by 2 sd
+    assert not verdict(reference + runs("costly", [0.68, 0.69, 0.70], [0.52, 0.53, 0.54]), "emobank",
+                       "costly", "carl")[0]
