@@ -266,11 +266,8 @@ def test_transfer_profile_probes_the_other_corpus_and_scores_pairs_later(data_di
         <= set(runs[("goemotions", "carl")]["scores"])
     assert not any("/pairs/" in k for r in runs.values() for k in r["scores"])
     assert "→ Ekman macro-F1" in (out / "affect-t.md").read_text()
-    # the same model without transfer is a different run: its key says what it computes
     first = sorted(p.name for p in work.glob("*.json"))
-
     monkeypatch.setattr(suite, "load_pairs", _pairs_fixture)
-    monkeypatch.setattr(suite, "run_suite", suite.run_suite)
     stamps = {p: p.stat().st_mtime_ns for p in work.glob("*.json")}
     import skcarl.training
     monkeypatch.setattr(skcarl.training.CARLTrainer, "fit", lambda *a, **k: pytest.fail("trained again"))
