@@ -140,7 +140,7 @@ def _model_and_key(corpus, method, budget: Budget, seed: int, splits, transfer=N
 
 
 def run_one(corpus, method, budget: Budget, seed: int, work_dir: Path, log=print,
-            splits=("dev", "test"), transfer: Transfer | None = None) -> RunResult:
+            splits=("dev", "test"), transfer: Transfer | None = None, train=True) -> RunResult | None:
     """Fit ``method`` on ``corpus``'s training rows with ``seed``, score it, and keep the result on disk.
 
     A run is known by what it computes — the model's class and parameters, the budget, the seed, the
@@ -166,6 +166,8 @@ def run_one(corpus, method, budget: Budget, seed: int, work_dir: Path, log=print
             else:
                 log(f"  {corpus.name}/{method.name}/seed {seed}: no kept model, minimal pairs not scored")
         return result
+    if not train:  # only what is on disk was asked for
+        return None
     started = time.perf_counter()
     embeddings_file = None
     probes = {}  # the fitted (V, A) probes: EmoBank's own, or the transfer probe on EmoBank
@@ -206,8 +208,9 @@ def _score_pairs(result: RunResult, model, va_probe_model, transfer: Transfer, s
 
 
 def run_suite(profile: Profile, budget: Budget, corpora, method_names, data_dir, work_dir: Path, log=print,
-              methods=None, splits=("dev", "test")):
-    """All runs of the profile; returns the list of :class:`RunResult` (failures included)."""
+              methods=None, splits=("dev", "test"), train=True):
+    """All runs of the profile; returns the list of :class:`RunResult` (failures included). ``train=False``
+    reads back the runs kept on disk and leaves the others out."""
     methods = methods or all_methods()
     if not isinstance(method_names, dict):
         method_names = {corpus: method_names for corpus in corpora}
@@ -242,7 +245,10 @@ def run_suite(profile: Profile, budget: Budget, corpora, method_names, data_dir,
     suite_started = time.perf_counter()
     for i, (corpus, method, seed, transfer) in enumerate(plan, 1):
         started = time.perf_counter()
-        result = run_one(corpus, method, budget, seed, work_dir, log, splits=splits, transfer=transfer)
+        result = run_one(corpus, method, budget, seed, work_dir, log, splits=splits, transfer=transfer, train=train)
+        if result is None:
+            log(f"[{i}/{len(plan)}] {corpus.name:10s} {method.name:26s} seed {seed}: not on disk, left out")
+            continue
         results.append(result)
         elapsed = time.perf_counter() - suite_started
         log(f"[{i}/{len(plan)}] {corpus.name:10s} {method.name:26s} seed {seed}: "
