@@ -698,7 +698,9 @@ class CARLTrainer:
                 counted, n_batch = step, len(index)
                 if share is not None:
                     counted = share.contributions(step, cfg.detection_weight,
-                                                     None if self.task is None else self.task.weight)
+                                                     None if self.task is None else self.task.weight,
+                                                     {"view_loss": cfg.perturbed_view_weight,
+                                                      "consistency_loss": cfg.consistency_weight})
                     n_batch = len(share.index)
                 for key, value in counted.items():
                     sums[key] = sums.get(key, 0.0) + value * n_batch
