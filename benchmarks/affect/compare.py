@@ -61,6 +61,8 @@ def render(runs, corpus, reference, candidates, baseline=None, split="dev") -> s
             text = ("**wins**" if wins else "no") + ": " + ", ".join(
                 f"{keys[k]} {d:+.3f} ({d / s:+.1f} sd)" if s > 0 else f"{keys[k]} {d:+.3f}"
                 for k, (d, s) in detail.items())
+            if not detail:
+                text = "not decidable: fewer than 2 seeds in a row"
         lines.append(f"| {method} | {n} | " + " | ".join(cells) + f" | {text} |")
     return "\n".join(lines)
 
