@@ -279,6 +279,11 @@ def test_transfer_profile_probes_the_other_corpus_and_scores_pairs_later(data_di
         assert {"dev/pairs/dir_V", "test/pairs/dir_A", "test/pairs/dist_ratio"} <= set(run["scores"])
         assert run["pairs_version"] is not None
     assert "pairs dir ΔV" in (out / "affect-t.md").read_text()
+    # --cached-only trains nothing: a method not on disk is left out of the table
+    cached = [a if a != "frozen,carl" else "frozen,carl,plain" for a in argv] + ["--cached-only"]
+    assert main(cached) == 0
+    runs = {(r["corpus"], r["method"]) for r in json.loads((out / "affect-t.json").read_text())["runs"]}
+    assert ("emobank", "carl") in runs and ("emobank", "plain") not in runs
 
 
 def test_study_rule_needs_two_sds_of_gain_and_no_in_domain_loss():
@@ -297,8 +302,3 @@ def test_study_rule_needs_two_sds_of_gain_and_no_in_domain_loss():
     # ahead on transfer, but in-domain r_V lower by 2 sd
     assert not verdict(reference + runs("costly", [0.68, 0.69, 0.70], [0.52, 0.53, 0.54]), "emobank",
                        "costly", "carl")[0]
-    # --cached-only trains nothing: a method not on disk is left out of the table
-    cached = [a if a != "frozen,carl" else "frozen,carl,plain" for a in argv] + ["--cached-only"]
-    assert main(cached) == 0
-    runs = {(r["corpus"], r["method"]) for r in json.loads((out / "affect-t.json").read_text())["runs"]}
-    assert ("emobank", "carl") in runs and ("emobank", "plain") not in runs
