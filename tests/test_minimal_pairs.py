@@ -10,7 +10,7 @@ import pytest
 from skcarl.datasets import load_minimal_pairs
 
 AFFECT_OPERATORS = {"negation", "intensifier", "downtoner", "antonym", "emotion_swap", "hedging"}
-CONTROL_OPERATORS = {"name", "number", "synonym", "neutral_noun"}
+CONTROL_OPERATORS = {"name", "number", "synonym", "neutral_noun", "neutral_insertion"}
 
 
 def edited_words(original, edited):
