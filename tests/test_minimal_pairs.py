@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from skcarl._va_table import DEFAULT_VA_TABLE
 from skcarl.datasets import load_minimal_pairs
 
 AFFECT_OPERATORS = {"negation", "intensifier", "downtoner", "antonym", "emotion_swap", "hedging"}
-CONTROL_OPERATORS = {"name", "number", "synonym", "neutral_noun"}
+CONTROL_OPERATORS = {"name", "number", "synonym", "neutral_noun", "neutral_insertion"}
 
 
 def edited_words(original, edited):
@@ -105,6 +106,23 @@ def test_direction_labels_follow_the_rules_per_operator(pairs):
     # emotion swaps cover every direction on both dimensions
     swaps = by_operator["emotion_swap"]
     assert set(swaps["dv"]) == {-1, 0, 1} and set(swaps["da"]) == {-1, 0, 1}
+
+
+def test_emotion_swaps_between_table_emotions_follow_their_nrc_values(pairs):
+    # where both swapped words are emotion names in skcarl's NRC VAD table, the labels are the signs of the
+    # coordinate differences, 0 within 0.15 (the README's rule)
+    checked = 0
+    for row in pairs[pairs["operator"] == "emotion_swap"].itertuples():
+        matcher = difflib.SequenceMatcher(a=row.original.split(), b=row.edited.split(), autojunk=False)
+        (tag, i1, i2, j1, j2), = [op for op in matcher.get_opcodes() if op[0] != "equal"]
+        old = " ".join(row.original.split()[i1:i2]).strip(".,!?").lower()
+        new = " ".join(row.edited.split()[j1:j2]).strip(".,!?").lower()
+        if old in DEFAULT_VA_TABLE and new in DEFAULT_VA_TABLE:
+            diff = np.subtract(DEFAULT_VA_TABLE[new], DEFAULT_VA_TABLE[old])
+            expected = np.where(np.abs(diff) < 0.15, 0, np.sign(diff)).astype(int)
+            assert (row.dv, row.da) == tuple(expected), (row.original, old, new, diff)
+            checked += 1
+    assert checked >= 5
 
 
 def test_each_dimension_has_enough_directed_pairs_of_both_signs(pairs):

@@ -13,7 +13,8 @@ def load_minimal_pairs() -> pd.DataFrame:
     Pairs of English sentences written for skcarl that differ by a one- or two-word edit. In an ``"affect"``
     pair the edit (a negation, an intensifier, a downtoner, an antonym, an emotion-word swap or a hedge) moves
     valence or arousal in a direction annotated in ``dv`` and ``da``; in a ``"control"`` pair the edit (a
-    person's name, a number, a synonym of a neutral word, a neutral noun) should move neither. A model that is
+    person's name, a number, a synonym of a neutral word, a neutral noun, an inserted time or place) should
+    move neither. A model that is
     sensitive to emotional cues predicts the annotated direction on affect pairs and barely moves its embedding
     on controls. See ``skcarl/datasets/data/minimal_pairs.md`` for how the set was made, the annotation rules
     and its limits.
