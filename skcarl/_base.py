@@ -134,6 +134,8 @@ class _CARLBase(BaseEstimator):
         perturb_ratio=0.15,
         perturb_eps=1.0,
         detection_weight=0.0,
+        perturbed_view_weight=0.0,
+        consistency_weight=0.0,
         learning_rate=5e-5,
         head_learning_rate=1e-3,
         weight_decay=0.01,
@@ -170,6 +172,8 @@ class _CARLBase(BaseEstimator):
         self.perturb_ratio = perturb_ratio
         self.perturb_eps = perturb_eps
         self.detection_weight = detection_weight
+        self.perturbed_view_weight = perturbed_view_weight
+        self.consistency_weight = consistency_weight
         self.learning_rate = learning_rate
         self.head_learning_rate = head_learning_rate
         self.weight_decay = weight_decay
@@ -233,6 +237,12 @@ class _CARLBase(BaseEstimator):
                              "adversarial shift needs this step's gradient. Use saliency_refresh='step' or a "
                              "discrete perturbation ('random', 'unigram', 'mask').")
         check.number("detection_weight", 0)
+        check.number("perturbed_view_weight", 0)
+        check.number("consistency_weight", 0)
+        if self.saliency_refresh == "cached" and (self.perturbed_view_weight or self.consistency_weight):
+            raise ValueError("saliency_refresh='cached' cannot be combined with perturbed_view_weight > 0 or "
+                             "consistency_weight > 0: those terms compare the perturbed sentence with the clean "
+                             "one, which the cached mode does not encode. Use saliency_refresh='step'.")
         check.number("learning_rate", 0, low_open=True)
         check.number("head_learning_rate", 0, low_open=True)
         check.number("weight_decay", 0)
@@ -331,7 +341,7 @@ class _CARLBase(BaseEstimator):
             tokenizer, network = self._initial_network(prepared.n_task_outputs)
             if self.compile:
                 network.compile_encoder()
-            if self.perturbation == "mask" and self.detection_weight > 0 and tokenizer.mask_token_id is None:
+            if self.perturbation == "mask" and self._perturbs() and tokenizer.mask_token_id is None:
                 raise ValueError("perturbation='mask' needs a tokenizer with a mask token; this backbone has "
                                  "none. Use perturbation='random'.")
             max_tokens = self._max_tokens(network)
@@ -419,8 +429,12 @@ class _CARLBase(BaseEstimator):
         return TrainingConfig.from_params(self.get_params(deep=False), label_temperature=label_temperature,
                                           ranking_weight=ranking_weight, queue_size=queue_size)
 
+    def _perturbs(self) -> bool:
+        """Whether a term reads perturbed sentences: L_det, or an adversarial term."""
+        return self.detection_weight > 0 or self.perturbed_view_weight > 0 or self.consistency_weight > 0
+
     def _make_perturber(self, tokenizer, train_tokens) -> TokenPerturber | None:
-        if self.perturbation is None or self.detection_weight == 0:
+        if self.perturbation is None or not self._perturbs():
             return None
         vocab_size = len(tokenizer)
         return TokenPerturber(

@@ -131,13 +131,18 @@ class BatchShare:
     def local_index(self) -> np.ndarray:
         return self.index[self.offset: self.offset + self.sizes[self.rank]]
 
-    def contributions(self, step: dict, detection_weight: float, task_weight: float | None) -> dict:
-        """This rank's part of the global batch's mean losses; summed over ranks they give those means."""
+    def contributions(self, step: dict, detection_weight: float, task_weight: float | None,
+                      adversarial_weights: dict | None = None) -> dict:
+        """This rank's part of the global batch's mean losses; summed over ranks they give those means.
+        ``adversarial_weights`` maps ``"view_loss"`` / ``"consistency_loss"`` to their weights."""
         out = {key: value * (self.token_fraction if key == "detection_loss" else self.text_fraction)
                for key, value in step.items() if key != "loss"}
         out["loss"] = out["contrastive_loss"] + detection_weight * out["detection_loss"]
         if "task_loss" in out:
             out["loss"] += task_weight * out["task_loss"]
+        for key, weight in (adversarial_weights or {}).items():
+            if key in out:
+                out["loss"] += weight * out[key]
         return out
 
 

@@ -69,6 +69,19 @@ CARL_PARAMETERS = """\
         token selection and perturbation parameters. 0.1 is the weight we use when it is on. Off by default
         because on EmoBank and GoEmotions it changed no score beyond seed noise while making a step about
         1.6× slower (``docs/benchmarks.md``).
+    perturbed_view_weight : float, default=0.0
+        μ_view of the perturbed sentence as a second query view in L_cont: the sentence with its most salient
+        tokens perturbed (``token_selection``, ``perturb_ratio``, ``perturbation``) is encoded by the query
+        encoder and scored by L_cont against the same candidates with its own, unchanged label:
+        L = L_cont + λ·L_det + μ_view·L_cont(perturbed). ``0`` leaves it out. Needs
+        ``saliency_refresh="step"`` and a ``perturbation``; runs the perturbed pass of the detection task
+        (shared with it when λ > 0).
+    consistency_weight : float, default=0.0
+        μ_adv of the adversarial consistency term (:class:`skcarl.losses.SimilarityConsistencyLoss`): the KL
+        divergence from the clean query's softmax over the candidates to the perturbed sentence's, the
+        clean one a fixed target (virtual adversarial training / SMART on the contrastive similarities).
+        With ``perturbation="adversarial"`` the most salient tokens' embeddings are shifted by
+        ``perturb_eps`` along ∂L_cont/∂E. ``0`` leaves it out; needs ``saliency_refresh="step"``.
     learning_rate : float, default=5e-5
         AdamW learning rate of the encoder. Chosen on EmoBank dev: after one epoch over its 8,062 training
         texts, 5e-5 and 1e-4 beat 2e-5 (probe r_V 0.678 and 0.681 against 0.669); the lower of the two is kept

@@ -6,8 +6,11 @@ The step follows the method section of the paper:
 2. encode it again with the momentum key encoder (own dropout, no gradient);
 3. L_cont over the batch keys and the queue; its backward gives both the parameter gradients and the
    token saliency ∂L_cont/∂E;
-4. perturb the most salient tokens and train the token head to find them (L_det);
-5. one AdamW step on L_cont + λ·L_det, an EMA step of the key encoder, and the keys enter the queue.
+4. perturb the most salient tokens and encode the perturbed sentence once more: the token head learns to
+   find them (L_det), and its query can serve the adversarial terms — a second view in L_cont with the
+   same label (L_view), and the consistency of its candidate distribution with the clean one's (L_adv);
+5. one AdamW step on L_cont + λ·L_det + μ_view·L_view + μ_adv·L_adv, an EMA step of the key encoder, and the
+   keys enter the queue.
 
 With ``saliency_refresh="cached"`` steps 3 and 4 share one pass: the tokens are chosen by the saliency each
 text had at its previous visit, and the query encoder runs once, on the perturbed sentence, to serve both
@@ -29,7 +32,7 @@ from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from ._devices import resolve_device  # noqa: F401  (re-exported: the one device check, see _devices.py)
-from .losses import TokenDetectionLoss, make_contrastive_loss
+from .losses import SimilarityConsistencyLoss, TokenDetectionLoss, make_contrastive_loss
 from .momentum import KeyQueue, make_key_network, momentum_update
 from .perturbation import TokenPerturber, select_tokens, token_saliency
 from .tokens import TokenizedTexts, pad_batch
@@ -118,6 +121,8 @@ class TrainingConfig:
     saliency_refresh: str
     perturb_ratio: float
     detection_weight: float
+    perturbed_view_weight: float
+    consistency_weight: float
     learning_rate: float
     head_learning_rate: float
     weight_decay: float
@@ -247,6 +252,15 @@ class QueryModel(torch.nn.Module):
             embeds = shift(embeds)
         return self.network.detect(self.network.encode(embeds, mask))
 
+    def perturbed(self, ids, mask, shift):
+        """The pass over the perturbed sentences when an adversarial term reads them: token logits and queries."""
+        net = self.network
+        embeds = net.embed(ids)
+        if shift is not None:
+            embeds = shift(embeds)
+        hidden = net.encode(embeds, mask)
+        return net.detect(hidden), net.project(net.sentence(hidden, mask))
+
     def one_pass(self, perturbed_ids, mask, candidate_rows, with_task: bool):
         """The single pass of ``saliency_refresh="cached"``: what both passes above return, at once."""
         net = self.network
@@ -323,6 +337,10 @@ class CARLTrainer:
         self.device = device
         self.perturber = perturber.to(device) if perturber is not None else None
         self.detection_on = perturber is not None and config.detection_weight > 0
+        # the adversarial terms that read the perturbed sentence's query (L_view, L_adv)
+        self.adversarial_on = perturber is not None and (config.perturbed_view_weight > 0
+                                                         or config.consistency_weight > 0)
+        self.perturbed_pass = self.detection_on or self.adversarial_on
         self.parallel = parallel
         self._pending_checks = []  # losses whose finiteness the ranks decide together (data-parallel only)
         self.model = QueryModel(self.network, self.label_points)
@@ -337,6 +355,7 @@ class CARLTrainer:
                                                       config.label_temperature, config.ranking_weight,
                                                       config.ranking_temperature)
         self.detection_loss = TokenDetectionLoss()
+        self.consistency_loss = SimilarityConsistencyLoss(config.temperature)
         self.optimizer = torch.optim.AdamW(_parameter_groups(self.network, self.label_points, config))
         total = max(1, steps_per_epoch * config.max_epochs)
         warmup = max(1, math.ceil(config.warmup_ratio * total)) if config.warmup_ratio > 0 else 0
@@ -363,12 +382,12 @@ class CARLTrainer:
         batch_rows, candidate_rows, queue_keys = self._candidates(label_rows, share)
 
         # With two passes the gradients are exchanged once, after the second backward (they add up locally).
-        with self._local_gradients(self.detection_on):
+        with self._local_gradients(self.perturbed_pass):
             # 1-2. Queries from the query encoder, keys from the momentum encoder on the same sentences.
             with self.precision.autocast():
                 with record_function("carl/query_forward"):
                     embeds, sentence, queries, task_outputs, points = self.model(
-                        "contrastive", ids, mask, candidate_rows, self.detection_on, self.task is not None)
+                        "contrastive", ids, mask, candidate_rows, self.perturbed_pass, self.task is not None)
                 keys = self._keys(ids, mask)
 
                 # 3. L_cont over the candidates C = batch keys ∪ queue, compared at their VA points.
@@ -377,9 +396,9 @@ class CARLTrainer:
             with record_function("carl/backward_contrastive"):
                 self.precision.backward(self._scaled(self._weighted(l_cont, l_task), share))
 
-        # 4. Perturbed token detection on the most salient tokens, saliency from the backward above.
-        l_det = None
-        if self.detection_on:
+        # 4. The most salient tokens perturbed (saliency from the backward above), the perturbed sentence encoded.
+        l_det = l_view = l_adv = None
+        if self.perturbed_pass:
             embeds = embeds.tensor
             grad = embeds.grad
             with record_function("carl/select_and_perturb"):
@@ -390,15 +409,20 @@ class CARLTrainer:
                 chosen = select_tokens(scores, real, cfg.perturb_ratio)
                 perturbed_ids, shift, was_perturbed = self._perturb(ids, chosen, real, grad)
             with self.precision.autocast(), record_function("carl/detection_forward"):
-                logits = self.model("detection", perturbed_ids, mask, shift)
-                l_det = self.detection_loss(logits, was_perturbed, real)
-            self._check_finite(l_det, "detection loss L_det")
+                if not self.adversarial_on:
+                    logits = self.model("detection", perturbed_ids, mask, shift)
+                else:
+                    logits, perturbed_queries = self.model("perturbed", perturbed_ids, mask, shift)
+                    l_view, l_adv = self._adversarial_losses(queries, perturbed_queries, batch_keys, queue_keys,
+                                                             points, share)
+                # L_det: which tokens were perturbed?
+                l_det = self.detection_loss(logits, was_perturbed, real) if self.detection_on else None
             with record_function("carl/backward_detection"):
-                self.precision.backward(self._scaled(cfg.detection_weight * l_det, share, per_token=True))
+                self.precision.backward(self._perturbed_objective(l_det, l_view, l_adv, share))
 
         # 5. θ ← AdamW(θ), ξ ← m·ξ + (1−m)·θ, enqueue the keys with their label rows.
         self._update(batch_keys, batch_rows)
-        return self._loss_values(l_cont, l_det, l_task)
+        return self._loss_values(l_cont, l_det, l_task, l_view, l_adv)
 
     def _one_pass_step(self, batch, label_rows, task_targets, example_index, share=None) -> dict:
         """The step with ``saliency_refresh="cached"``: one pass of the query encoder serves both losses.
@@ -463,6 +487,35 @@ class CARLTrainer:
         return self._loss_values(l_cont, l_det, l_task)
 
     # ------------------------------------------------------------------ parts of the step
+    def _adversarial_losses(self, queries, perturbed_queries, batch_keys, queue_keys, points, share):
+        """L_view: the perturbed query in L_cont with its sentence's label; L_adv: the KL from the clean query's
+        candidate distribution to the perturbed one's. None where the weight is 0."""
+        cfg = self.config
+        candidates = torch.cat([batch_keys, queue_keys])
+        offset = 0 if share is None else share.offset
+        l_view = l_adv = None
+        if cfg.perturbed_view_weight > 0:
+            l_view = self.contrastive_loss(perturbed_queries, candidates, points[offset: offset + len(queries)],
+                                           points)
+            self._check_finite(l_view, "perturbed-view loss L_view")
+        if cfg.consistency_weight > 0:
+            l_adv = self.consistency_loss(queries, perturbed_queries, candidates)
+            self._check_finite(l_adv, "consistency loss L_adv")
+        return l_view, l_adv
+
+    def _perturbed_objective(self, l_det, l_view, l_adv, share):
+        """λ·L_det + μ_view·L_view + μ_adv·L_adv, each rank's part weighted by its share of the global batch."""
+        cfg = self.config
+        total = 0.0
+        if l_det is not None:
+            self._check_finite(l_det, "detection loss L_det")
+            total = total + self._scaled(cfg.detection_weight * l_det, share, per_token=True)
+        if l_view is not None:
+            total = total + self._scaled(cfg.perturbed_view_weight * l_view, share)
+        if l_adv is not None:
+            total = total + self._scaled(cfg.consistency_weight * l_adv, share)
+        return total
+
     def _keys(self, ids, mask) -> torch.Tensor:
         with torch.no_grad(), record_function("carl/key_forward"):
             return self.key_network.query(ids, mask)
@@ -532,11 +585,16 @@ class CARLTrainer:
             self.queue.enqueue(keys, label_rows)
         self.global_step += 1
 
-    def _loss_values(self, l_cont, l_det, l_task) -> dict:
+    def _loss_values(self, l_cont, l_det, l_task, l_view=None, l_adv=None) -> dict:
         cfg = self.config
         values = {"contrastive_loss": float(l_cont.detach()),
                   "detection_loss": float(l_det.detach()) if l_det is not None else 0.0}
         values["loss"] = values["contrastive_loss"] + cfg.detection_weight * values["detection_loss"]
+        for name, loss, weight in (("view_loss", l_view, cfg.perturbed_view_weight),
+                                   ("consistency_loss", l_adv, cfg.consistency_weight)):
+            if loss is not None:
+                values[name] = float(loss.detach())
+                values["loss"] += weight * values[name]
         if l_task is not None:
             values["task_loss"] = float(l_task.detach())
             values["loss"] += self.task.weight * values["task_loss"]
@@ -631,7 +689,9 @@ class CARLTrainer:
                 counted, n_batch = step, len(index)
                 if share is not None:
                     counted = share.contributions(step, cfg.detection_weight,
-                                                     None if self.task is None else self.task.weight)
+                                                     None if self.task is None else self.task.weight,
+                                                     {"view_loss": cfg.perturbed_view_weight,
+                                                      "consistency_loss": cfg.consistency_weight})
                     n_batch = len(share.index)
                 for key, value in counted.items():
                     sums[key] = sums.get(key, 0.0) + value * n_batch

@@ -194,3 +194,111 @@ def test_tune_base_parses_numbers_strings_and_auto():
     assert parse_params("ranking_weight=100.0,label_temperature=0.05,perturbation=mask,projection_dim=None") == {
         "ranking_weight": 100.0, "label_temperature": 0.05, "perturbation": "mask", "projection_dim": None}
     assert parse_params("ranking_weight=auto,queue_size=4096") == {"ranking_weight": "auto", "queue_size": 4096}
+
+
+def _pairs_fixture():
+    """Minimal pairs of the shape ``skcarl.datasets.load_minimal_pairs`` returns, in the test vocabulary."""
+    rows = []
+    for i in range(12):
+        rows.append({"pair_id": f"a{i}", "kind": "affect", "operator": ["antonym", "swap"][i % 2],
+                     "original": "the day was gloomy", "edited": "the day was thrilled", "dv": 1, "da": 1})
+        rows.append({"pair_id": f"c{i}", "kind": "control", "operator": "noun", "original": "the day was gloomy",
+                     "edited": "the night was gloomy", "dv": 0, "da": 0})
+    rows[2]["da"] = 0  # no expectation on arousal: left out of ΔA only
+    return pd.DataFrame(rows)
+
+
+class _LookupModel:
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def transform(self, texts):
+        return np.array([self.vectors[t] for t in texts], dtype=float)
+
+
+class _FirstTwo:
+    def predict(self, x):
+        return x[:, :2]
+
+
+def test_pair_scores_by_hand():
+    from benchmarks.affect.evaluate import pair_scores, pair_split
+
+    pairs = _pairs_fixture()
+    # the edit raises the probe's V, lowers its A; the control edit moves the embedding a quarter as far
+    vectors = {"the day was gloomy": [0.0, 1.0, 1.0], "the day was thrilled": [1.0, 0.0, 1.0],
+               "the night was gloomy": [0.0, 1.0, 1.2]}
+    scores = pair_scores(_LookupModel(vectors), _FirstTwo(), pairs)
+    half = pair_split(pairs["pair_id"])
+    assert set(half) == {"dev", "test"} and list(pair_split(["a3"])) == [half[3 * 2]]  # by id, not position
+    for split in ("dev", "test"):
+        affect = (pairs["kind"] == "affect") & (half == split)
+        assert scores[f"{split}/pairs/dir_V"] == 1.0 and scores[f"{split}/pairs/dir_A"] == 0.0
+        assert scores[f"{split}/pairs/n_V"] == affect.sum()
+        assert scores[f"{split}/pairs/n_A"] == (affect & (pairs["da"] != 0)).sum()
+        n_v, n_a = scores[f"{split}/pairs/n_V"], scores[f"{split}/pairs/n_A"]
+        assert scores[f"{split}/pairs/dir"] == pytest.approx(n_v / (n_v + n_a))
+        assert scores[f"{split}/pairs/antonym/dir_V"] == 1.0
+        cos = lambda a, b: 1 - np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731
+        ratio = cos(vectors["the day was gloomy"], vectors["the day was thrilled"]) / cos(
+            vectors["the day was gloomy"], vectors["the night was gloomy"])
+        assert scores[f"{split}/pairs/dist_ratio"] == pytest.approx(ratio)
+
+
+def test_transfer_profile_probes_the_other_corpus_and_scores_pairs_later(data_dir, tiny_bert, tmp_path,
+                                                                        monkeypatch):
+    """A transfer run is probed on the other corpus; the minimal pairs, missing at first, are scored from the
+    kept model on a later invocation without training again."""
+    import benchmarks.affect.suite as suite
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = ["--profile", "transfer", "--seeds", "0", "--methods", "frozen,carl", "--backbone", tiny_bert,
+            "--device", "cpu", "--batch-size", "16", "--data-dir", str(data_dir), "--out", str(out),
+            "--work-dir", str(work), "--tag", "t"]
+    monkeypatch.setattr(suite, "load_pairs", lambda: None)
+    monkeypatch.setitem(suite.PROFILES, "transfer", type(PROFILES["transfer"])(
+        **{**PROFILES["transfer"].__dict__, "transfer_probe_rows": {"goemotions": 40, "emobank": 40}}))
+    assert main(argv) == 0
+    runs = {(r["corpus"], r["method"]): r for r in json.loads((out / "affect-t.json").read_text())["runs"]}
+    assert {"test/transfer/ekman/acc", "dev/transfer/ekman/f1", "test/transfer/polarity/acc", "test/probe/r_V"} \
+        <= set(runs[("emobank", "carl")]["scores"])
+    assert {"test/transfer/probe/r_V", "test/transfer/polarity/acc", "test/ekman/acc"} \
+        <= set(runs[("goemotions", "carl")]["scores"])
+    assert not any("/pairs/" in k for r in runs.values() for k in r["scores"])
+    assert "→ Ekman macro-F1" in (out / "affect-t.md").read_text()
+    first = sorted(p.name for p in work.glob("*.json"))
+    monkeypatch.setattr(suite, "load_pairs", _pairs_fixture)
+    stamps = {p: p.stat().st_mtime_ns for p in work.glob("*.json")}
+    import skcarl.training
+    monkeypatch.setattr(skcarl.training.CARLTrainer, "fit", lambda *a, **k: pytest.fail("trained again"))
+    assert main(argv) == 0
+    assert sorted(p.name for p in work.glob("*.json")) == first  # the same runs, rescored in place
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
+    runs = {(r["corpus"], r["method"]): r for r in json.loads((out / "affect-t.json").read_text())["runs"]}
+    for run in runs.values():
+        assert {"dev/pairs/dir_V", "test/pairs/dir_A", "test/pairs/dist_ratio"} <= set(run["scores"])
+        assert run["pairs_version"] is not None
+    assert "pairs dir ΔV" in (out / "affect-t.md").read_text()
+    # --cached-only trains nothing: a method not on disk is left out of the table
+    cached = [a if a != "frozen,carl" else "frozen,carl,plain" for a in argv] + ["--cached-only"]
+    assert main(cached) == 0
+    runs = {(r["corpus"], r["method"]) for r in json.loads((out / "affect-t.json").read_text())["runs"]}
+    assert ("emobank", "carl") in runs and ("emobank", "plain") not in runs
+
+
+def test_study_rule_needs_two_sds_of_gain_and_no_in_domain_loss():
+    from benchmarks.affect.compare import verdict
+
+    def runs(method, r_v, acc):
+        return [{"corpus": "emobank", "method": method, "error": None,
+                 "scores": {"dev/probe/r_V": v, "dev/probe/r_A": 0.5, "dev/transfer/ekman/acc": a,
+                            "dev/transfer/ekman/f1": 0.3, "dev/pairs/dir": 0.6}} for v, a in zip(r_v, acc)]
+
+    reference = runs("carl", [0.70, 0.71, 0.72], [0.50, 0.51, 0.52])  # sd 0.01 on both
+    assert verdict(reference + runs("big", [0.70, 0.71, 0.72], [0.52, 0.53, 0.54]), "emobank", "big", "carl")[0]
+    # ahead by 1.5 sd only
+    assert not verdict(reference + runs("small", [0.70, 0.71, 0.72], [0.515, 0.525, 0.535]), "emobank",
+                       "small", "carl")[0]
+    # ahead on transfer, but in-domain r_V lower by 2 sd
+    assert not verdict(reference + runs("costly", [0.68, 0.69, 0.70], [0.52, 0.53, 0.54]), "emobank",
+                       "costly", "carl")[0]

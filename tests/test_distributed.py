@@ -60,6 +60,14 @@ def test_the_ranks_contributions_add_up_to_the_global_batch_means():
     assert total["task_loss"] == pytest.approx((3 * 2.0 + 2 * 4.0) / 5)
     assert total["loss"] == pytest.approx(total["contrastive_loss"] + 0.1 * total["detection_loss"]
                                           + 2.0 * total["task_loss"])
+    # the adversarial terms are per text, and count in the total with their weights
+    for step in steps:
+        step["view_loss"] = 1.0
+    parts = [s.contributions(step, 0.1, 2.0, {"view_loss": 0.5, "consistency_loss": 3.0})
+             for s, step in zip(shares, steps)]
+    with_view = {k: sum(p[k] for p in parts) for k in parts[0]}
+    assert with_view["view_loss"] == pytest.approx(1.0)
+    assert with_view["loss"] == pytest.approx(total["loss"] + 0.5)
 
 
 # ============================================================================================ switching it on

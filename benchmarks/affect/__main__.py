@@ -121,6 +121,8 @@ def parse(argv):
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks"), help="where tables and plots go")
     p.add_argument("--work-dir", default=str(REPO / "benchmarks" / ".runs"),
                    help="per-run results, so that an interrupted run resumes (default: benchmarks/.runs)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="train nothing: tables of the runs already kept in the work dir (the others left out)")
     p.add_argument("--tag", default=None, help="name of the output files (default: the profile, or 'tune')")
     return p.parse_args(argv)
 
@@ -159,7 +161,8 @@ def main(argv=None):
     print(f"affect suite, profile {profile_name}: {profile.note}; seeds {seeds}; "
           f"results kept in {work_dir}", flush=True)
     results = run_suite(profile, budget, corpora, method_names, args.data_dir, work_dir,
-                        log=lambda line: print(line, flush=True), methods=methods, splits=splits)
+                        log=lambda line: print(line, flush=True), methods=methods, splits=splits,
+                        train=not args.cached_only)
     meta = {
         "command": "python -m benchmarks.affect " + shlex.join(sys.argv[1:] if argv is None else argv),
         "machine": machine(), "date": datetime.date.today().isoformat(),

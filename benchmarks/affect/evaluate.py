@@ -11,6 +11,7 @@ instead that texts with near labels be near, which is what a neighbour probe rea
 from __future__ import annotations
 
 import warnings
+import zlib
 
 import numpy as np
 from scipy.spatial.distance import pdist
@@ -60,17 +61,23 @@ def neighbour_probe(n_train: int, seed=0) -> GridSearchCV:
                         cv=KFold(NEIGHBOUR_FOLDS, shuffle=True, random_state=seed))
 
 
-def va_probe(train_x, train_y, evals: dict, seed=0) -> dict:
+def va_probe(train_x, train_y, evals: dict, seed=0, fitted: dict | None = None, neighbours=True,
+             prefix="") -> dict:
     """RidgeCV (``probe/``) and the neighbour probe (``knn/``) from embeddings to (V, A).
 
-    ``evals`` maps a split name to (x, y).
+    ``evals`` maps a split name to (x, y). ``fitted``, when given, receives the fitted probes by name;
+    ``neighbours=False`` leaves the neighbour probe out; ``prefix`` goes before the probe's name.
     """
-    probes = {"probe": RidgeCV(alphas=RIDGE_ALPHAS), "knn": neighbour_probe(train_x.shape[0], seed)}
+    probes = {"probe": RidgeCV(alphas=RIDGE_ALPHAS)}
+    if neighbours:
+        probes["knn"] = neighbour_probe(train_x.shape[0], seed)
     scores = {}
     for name, probe in probes.items():
         probe.fit(train_x, train_y)
         for split, (x, y) in evals.items():
-            scores.update(va_scores(probe.predict(x), y, f"{split}/{name}/"))
+            scores.update(va_scores(probe.predict(x), y, f"{split}/{prefix}{name}/"))
+    if fitted is not None:
+        fitted.update(probes)
     return scores
 
 
@@ -105,13 +112,15 @@ def alignment_uniformity(embeddings: np.ndarray, va: np.ndarray, max_distance=PO
             "test/geometry/n_positive_pairs": int(positive.sum())}
 
 
-def evaluate_emobank(model, corpus, seed, splits=("dev", "test")) -> tuple[dict, np.ndarray | None]:
+def evaluate_emobank(model, corpus, seed, splits=("dev", "test"), fitted=None) -> tuple[dict, np.ndarray | None]:
     """All EmoBank scores on ``splits`` of a model trained on ``corpus.frames['train']``; also the test
-    embeddings (None when test is not scored or the features are not embeddings)."""
+    embeddings (None when test is not scored or the features are not embeddings). ``fitted`` receives the
+    fitted (V, A) probes."""
     frames = corpus.frames
     feats = {split: model.transform(frames[split]["text"].tolist()) for split in ("train", *splits)}
     va = {split: frames[split][["V", "A"]].to_numpy(float) for split in feats}
-    scores = va_probe(feats["train"], va["train"], {s: (feats[s], va[s]) for s in splits}, seed=seed)
+    scores = va_probe(feats["train"], va["train"], {s: (feats[s], va[s]) for s in splits}, seed=seed,
+                      fitted=fitted)
     polar = {s: frames[s]["polarity"].to_numpy() >= 0 for s in feats}
     scores.update(class_probe(feats["train"][polar["train"]], frames["train"]["polarity"][polar["train"]],
                               {s: (feats[s][polar[s]], frames[s]["polarity"][polar[s]]) for s in splits},
@@ -143,4 +152,82 @@ def evaluate_goemotions(model, corpus, seed, splits=("dev", "test")) -> dict:
         for split in splits:
             rows = frames[split][ekman[split]]
             scores.update(class_scores(model.predict(rows["text"].tolist()), rows["ekman"], f"{split}/e2e/"))
+    return scores
+
+
+def evaluate_transfer(model, target, seed, splits=("dev", "test"), fitted=None) -> dict:
+    """Scores of a model trained on another corpus, read by linear probes fitted on ``target``'s training rows.
+
+    Keys carry ``transfer/``: ``{split}/transfer/probe/r_V`` … and ``transfer/polarity/acc`` on EmoBank,
+    ``transfer/ekman/acc``, ``transfer/ekman/f1`` and ``transfer/polarity/acc`` on GoEmotions. The encoder is
+    not trained further: only the probes see the target's labels. ``fitted`` receives the EmoBank (V, A) probe.
+    """
+    frames = target.frames
+    feats = {split: model.transform(frames[split]["text"].tolist()) for split in ("train", *splits)}
+    if target.name == "emobank":
+        va = {split: frames[split][["V", "A"]].to_numpy(float) for split in feats}
+        scores = va_probe(feats["train"], va["train"], {s: (feats[s], va[s]) for s in splits}, seed=seed,
+                          fitted=fitted, neighbours=False, prefix="transfer/")
+        classes = {s: frames[s]["polarity"].to_numpy() >= 0 for s in feats}
+    else:
+        ekman = {s: frames[s]["ekman"].notna().to_numpy() for s in feats}
+        scores = class_probe(feats["train"][ekman["train"]], frames["train"]["ekman"][ekman["train"]],
+                             {s: (feats[s][ekman[s]], frames[s]["ekman"][ekman[s]]) for s in splits},
+                             "transfer/ekman", seed=seed)
+        classes = {s: frames[s]["polarity"].notna().to_numpy() for s in feats}
+    scores.update(class_probe(feats["train"][classes["train"]], frames["train"]["polarity"][classes["train"]],
+                              {s: (feats[s][classes[s]], frames[s]["polarity"][classes[s]]) for s in splits},
+                              "transfer/polarity", f1=False, seed=seed))
+    return scores
+
+
+def pair_split(pair_ids) -> np.ndarray:
+    """"dev" or "test" for each minimal pair: a fixed half each, by a checksum of its id (so that a pair
+    keeps its half when others are added)."""
+    return np.array(["dev" if zlib.crc32(str(i).encode()) % 2 == 0 else "test" for i in pair_ids])
+
+
+def pair_scores(model, va_probe_model, pairs, splits=("dev", "test")) -> dict:
+    """Sensitivity to emotional cues, on minimal pairs (``skcarl.datasets.load_minimal_pairs``).
+
+    For each pair the (V, A) probe reads both sentences; its change Δ = probe(edited) − probe(original) is
+    compared with the pair's expected sign (``dv``, ``da`` in {−1, 0, 1}; 0 is no expectation and is left out):
+
+    - ``pairs/dir_V``, ``pairs/dir_A``: the share of affect pairs whose Δ has the expected sign (a zero Δ counts
+      as wrong); ``pairs/dir``: the same over both dimensions' decisions pooled; ``pairs/<operator>/dir_V`` …
+      per editing operator;
+    - ``pairs/dist_ratio``: mean cosine distance between the two sentences' embeddings over affect pairs,
+      divided by the same over control pairs (edits that should not move affect). Above 1: the embedding
+      moves more for an affective edit than for a neutral one.
+
+    Each pair belongs to one half (:func:`pair_split`), scored as ``dev/pairs/…`` or ``test/pairs/…``.
+    """
+    originals = np.asarray(model.transform(pairs["original"].tolist()), dtype=np.float64)
+    edited = np.asarray(model.transform(pairs["edited"].tolist()), dtype=np.float64)
+    delta = va_probe_model.predict(edited) - va_probe_model.predict(originals)
+    unit = [x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12) for x in (originals, edited)]
+    distance = 1.0 - (unit[0] * unit[1]).sum(1)
+    half = pair_split(pairs["pair_id"])
+    affect = (pairs["kind"] == "affect").to_numpy()
+    expected = pairs[["dv", "da"]].to_numpy(int)
+    hit = np.sign(delta) == expected
+    counted = affect[:, None] & (expected != 0)
+    operators = pairs["operator"].to_numpy()
+    scores = {}
+    for split in splits:
+        rows = half == split
+        prefix = f"{split}/pairs/"
+        for groups, name in [(rows, ""), *[(rows & (operators == op), f"{op}/")
+                                          for op in sorted(set(operators[affect]))]]:
+            for j, dim in enumerate("VA"):
+                chosen = groups & counted[:, j]
+                if chosen.any():
+                    scores[f"{prefix}{name}dir_{dim}"] = float(hit[chosen, j].mean())
+                    scores[f"{prefix}{name}n_{dim}"] = int(chosen.sum())
+        both = counted & rows[:, None]
+        if both.any():
+            scores[f"{prefix}dir"] = float(hit[both].mean())
+        controls = rows & ~affect
+        if controls.any() and (rows & affect).any():
+            scores[f"{prefix}dist_ratio"] = float(distance[rows & affect].mean() / distance[controls].mean())
     return scores

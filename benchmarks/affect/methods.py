@@ -77,6 +77,9 @@ class CARLModel:
             # added after results were kept: without the term a run computes what it did before, so its
             # key stays the one those results were kept under
             params.pop("ranking_weight"), params.pop("ranking_temperature")
+        for name in ("perturbed_view_weight", "consistency_weight"):
+            if params[name] == 0:  # likewise: runs without the adversarial terms keep their keys
+                params.pop(name)
         return params
 
     def training_record(self) -> dict:
@@ -123,6 +126,16 @@ RANKING_TERMS = {
     "carl_ranking_100_sharp": dict(ranking_weight=100.0, ranking_temperature=0.25),
 }
 
+# The candidate forms of the adversarial half, each on the defaults (λ = 0): their weights put the new term in
+# the units of L_cont, whose Rank-N-Contrast part carries w = 100
+ADVERSARIAL_FORMS = {
+    "carl_perturbed_view": ("perturbed view: salient tokens replaced, 2nd query in L_cont (μ_view = 1)",
+                            dict(perturbed_view_weight=1.0)),
+    "carl_adversarial_consistency": ("adversarial consistency: salient embeddings shifted along ∂L/∂E, KL to clean "
+                                     "(μ_adv = 100, ε = 1)",
+                                     dict(consistency_weight=100.0, perturbation="adversarial")),
+}
+
 ABLATIONS = {
     "carl_no_queue": ("no momentum encoder, no queue (m = 0, K = 0)", dict(momentum=0.0, queue_size=0)),
     "carl_label_temperature": ("τ_y = 0.05 instead of auto (≈ 0.02 on EmoBank)", dict(label_temperature=0.05)),
@@ -137,6 +150,9 @@ ABLATIONS = {
     "carl_op_mask": ("λ = 0.1, operator: [MASK]", dict(detection_weight=DETECTION_WEIGHT, perturbation="mask")),
     "carl_op_adversarial": ("λ = 0.1, operator: adversarial shift",
                             dict(detection_weight=DETECTION_WEIGHT, perturbation="adversarial")),
+    # the adversarial half without detection (one family at a time): the perturbed sentence as a second query
+    # view with its label unchanged, and the consistency of an adversarially shifted sentence (docs/study_log.md)
+    **{name: (label, params) for name, (label, params) in ADVERSARIAL_FORMS.items()},
     "carl_loss_soft_infonce": ("loss: soft InfoNCE", dict(contrastive_loss="soft_infonce")),
     "carl_loss_weighted_supcon": ("loss: weighted SupCon", dict(contrastive_loss="weighted_supcon")),
     "carl_loss_rank_n_contrast": ("loss: Rank-N-Contrast", dict(contrastive_loss="rank_n_contrast")),
@@ -198,3 +214,6 @@ def all_methods(learning_rates=None) -> dict[str, Method]:
 
 
 MAIN_METHODS = ("tfidf", "frozen", "plain", "supcon_bins", "carl", "carl_e2e")
+# the transfer protocol's rows: the encoders (TF-IDF is no embedding to transfer), CARL with the paper's full
+# objective (detection on) and the adversarial forms
+TRANSFER_METHODS = ("frozen", "plain", "supcon_bins", "carl", "carl_detection", *ADVERSARIAL_FORMS)

@@ -32,6 +32,24 @@ GOEMOTIONS_COLUMNS = [
     ("e2e/acc", "end-to-end acc", ".3f"), ("e2e/f1", "end-to-end macro-F1", ".3f"),
 ]
 
+# the transfer protocol: a model trained on one corpus, read by probes on its own and the other corpus, and by
+# the EmoBank (V, A) probe on the minimal pairs
+PAIR_COLUMNS = [
+    ("pairs/dir_V", "pairs dir ΔV", ".3f"), ("pairs/dir_A", "pairs dir ΔA", ".3f"), ("pairs/dir", "pairs dir", ".3f"),
+    ("pairs/dist_ratio", "affect/control distance", ".2f"),
+]
+TRANSFER_COLUMNS = {
+    "emobank": [("probe/r_V", "EmoBank r_V", ".3f"), ("probe/r_A", "EmoBank r_A", ".3f"),
+                ("transfer/ekman/acc", "→ Ekman acc", ".3f"), ("transfer/ekman/f1", "→ Ekman macro-F1", ".3f"),
+                ("transfer/polarity/acc", "→ GoEmotions polarity", ".3f"), *PAIR_COLUMNS],
+    "goemotions": [("ekman/acc", "Ekman acc", ".3f"), ("ekman/f1", "Ekman macro-F1", ".3f"),
+                   ("transfer/probe/r_V", "→ EmoBank r_V", ".3f"), ("transfer/probe/r_A", "→ EmoBank r_A", ".3f"),
+                   ("transfer/polarity/acc", "→ EmoBank polarity", ".3f"), *PAIR_COLUMNS],
+}
+TRANSFER_TITLES = {"emobank": "Trained on EmoBank (V, A), probed on GoEmotions and the minimal pairs",
+                   "goemotions": "Trained on GoEmotions' Ekman classes (through the VA labeling system), probed on "
+                                 "EmoBank and the minimal pairs"}
+
 
 def aggregate(results) -> dict:
     """{(corpus, method): {"scores": {key: [values over seeds]}, "fit": [...], "errors": [...]}}."""
@@ -88,6 +106,18 @@ def render(meta, results, method_order, splits=("dev", "test"), methods=None) ->
              "Mean ± sd over seeds (sd with n − 1); *fit* is the median training time. Deterministic methods "
              "(TF-IDF, frozen encoder) run once. Probes: RidgeCV / LogisticRegressionCV fitted on the training "
              "texts' embeddings."]
+    transfer = [c for c in TRANSFER_COLUMNS if any(r.corpus == c and any("/transfer/" in k for k in r.scores)
+                                                   for r in results)]
+    for corpus in transfer:
+        for split in splits:
+            parts += ["", f"### {TRANSFER_TITLES[corpus]}, {split}", "",
+                      markdown_table(table, corpus, split, TRANSFER_COLUMNS[corpus], method_order, methods)]
+    if transfer:
+        parts += ["", "Transfer: the encoder is trained on one corpus only; linear probes fitted on the other corpus' "
+                  "training rows read its frozen embeddings. *pairs dir*: share of the minimal pairs' affect edits "
+                  "whose change of the EmoBank probe's (V, A) has the expected sign (ΔV, ΔA, both pooled); "
+                  "*affect/control distance*: mean cosine distance of the two sentences' embeddings over affect "
+                  "edits divided by that over control edits. Each pair is in the dev or the test half."]
     if "emobank" in corpora and "test" in splits:
         parts += ["", "### EmoBank, test", "",
                   markdown_table(table, "emobank", "test", EMOBANK_COLUMNS, method_order, methods),
@@ -165,6 +195,11 @@ def plot_scores(results, method_order, out: Path) -> Path | None:
     panels = [("emobank", [("test/probe/r_V", "r_V"), ("test/probe/r_A", "r_A")], "EmoBank test, linear probe"),
               ("goemotions", [("test/ekman/acc", "accuracy"), ("test/ekman/f1", "macro-F1")],
                "GoEmotions-Ekman test, linear probe")]
+    if any("test/transfer/ekman/acc" in cell["scores"] for (c, _), cell in table.items() if c == "emobank"):
+        panels[1] = ("emobank", [("test/transfer/ekman/acc", "accuracy"), ("test/transfer/ekman/f1", "macro-F1")],
+                     "EmoBank-trained → GoEmotions-Ekman test, linear probe")
+        panels.append(("emobank", [("test/pairs/dir_V", "ΔV"), ("test/pairs/dir_A", "ΔA")],
+                       "EmoBank-trained, minimal pairs (test half): direction accuracy"))
     panels = [p for p in panels if any(c == p[0] for c, _ in table)]
     if not panels:
         return None

@@ -99,3 +99,21 @@ def _sample(frame: pd.DataFrame, n, seed) -> pd.DataFrame:
     if n is None or n >= len(frame):
         return frame
     return frame.sample(n, random_state=seed).sort_index()
+
+
+PAIR_COLUMNS = ["pair_id", "kind", "operator", "original", "edited", "dv", "da"]
+
+
+def load_pairs() -> pd.DataFrame | None:
+    """The minimal pairs shipped with skcarl (``skcarl.datasets.load_minimal_pairs``), or None where this
+    version of skcarl has none. Columns: ``pair_id``, ``kind`` ("affect" or "control"), ``operator``,
+    ``original``, ``edited``, ``dv``, ``da`` (expected sign of the edit's change of valence and arousal)."""
+    try:
+        from skcarl.datasets import load_minimal_pairs
+    except ImportError:
+        return None
+    pairs = load_minimal_pairs()
+    missing = sorted(set(PAIR_COLUMNS) - set(pairs.columns))
+    if missing:
+        raise ValueError(f"The minimal pairs lack the columns {missing}.")
+    return pairs[PAIR_COLUMNS].reset_index(drop=True)

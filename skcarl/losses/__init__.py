@@ -5,6 +5,7 @@ set of keys ``k`` (N, D) with labels ``y_k`` (N, L): the current batch's momentu
 Gradients flow into the queries only.
 """
 
+from .consistency import SimilarityConsistencyLoss
 from .detection import TokenDetectionLoss
 from .rank_n_contrast import RankNContrastLoss
 from .rank_regularised import RankRegularisedLoss
@@ -42,6 +43,7 @@ __all__ = [
     "CONTRASTIVE_LOSSES",
     "RankNContrastLoss",
     "RankRegularisedLoss",
+    "SimilarityConsistencyLoss",
     "SoftInfoNCELoss",
     "TokenDetectionLoss",
     "WeightedSupConLoss",
