@@ -81,8 +81,12 @@ CARL_PARAMETERS = """\
         Gradient clipping by global norm; ``None`` disables it.
     batch_size : int, default=32
         Texts per training step, and per inference batch in ``transform``.
-    max_epochs : int, default=3
-        Passes over the training texts.
+    max_epochs : int or "auto", default="auto"
+        Passes over the training texts. ``"auto"`` sizes the budget in optimiser steps: enough epochs for
+        250 steps (``skcarl.training.AUTO_MIN_STEPS``), at least 3 and at most 10
+        (``AUTO_EPOCH_RANGE``); the number used is ``max_epochs_``. From 8,000 texts up (at batch 32) that
+        is 3 epochs; 1,024 texts get 8, and a few hundred get 10, where 3 epochs would be a few dozen steps.
+        See the few-shot benchmark (``docs/benchmarks.md``) for the runs that chose it.
     max_length : int, default=128
         Longer texts are truncated (one warning with the count); batches are padded to their longest text.
         Capped at the encoder's position embeddings (512 for BERT-style encoders).
@@ -135,6 +139,9 @@ CARL_ATTRIBUTES = """\
         Weight of the ranking term used for training (``ranking_weight`` with ``"auto"`` resolved).
     queue_size_ : int
         Queue length used for training.
+    max_epochs_ : int
+        Epochs of the training budget (``max_epochs`` with ``"auto"`` resolved); fewer run when early
+        stopping ends training first (``n_iter_``).
     history_ : list of dict
         Per epoch: mean ``loss``, ``contrastive_loss``, ``detection_loss``, ``task_loss`` (regressor and
         classifier), ``validation_loss`` (with a validation split) and ``duration`` in seconds.

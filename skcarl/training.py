@@ -36,6 +36,34 @@ from .va_labels import ContinuousLabels
 
 SALIENCY_REFRESHES = ("step", "cached")
 
+# max_epochs="auto": as many epochs as give AUTO_MIN_STEPS optimiser steps, within AUTO_EPOCH_RANGE. At 8,000
+# texts (250 steps an epoch at batch 32) this is the lower bound, the fixed default it replaced; a few hundred
+# texts take more passes, where a fixed 3 epochs gave a few dozen steps. Chosen on GoEmotions and EmoBank dev
+# draws of 8 to 64 rows per class and 64 to 1,024 texts (docs/study_log.md, few-shot rounds).
+AUTO_MIN_STEPS = 250
+AUTO_EPOCH_RANGE = (3, 10)
+
+
+def resolve_max_epochs(max_epochs, n_texts: int, batch_size: int) -> int:
+    """The number of epochs ``max_epochs`` means for ``n_texts`` training texts in batches of ``batch_size``.
+
+    An int is kept; ``"auto"`` takes enough epochs for ``AUTO_MIN_STEPS`` optimiser steps, clipped to
+    ``AUTO_EPOCH_RANGE``.
+
+    Examples
+    --------
+    >>> from skcarl.training import resolve_max_epochs
+    >>> resolve_max_epochs("auto", 8000, 32), resolve_max_epochs("auto", 1024, 32), resolve_max_epochs("auto", 56, 32)
+    (3, 8, 10)
+    >>> resolve_max_epochs(2, 56, 32)
+    2
+    """
+    if not (isinstance(max_epochs, str) and max_epochs == "auto"):
+        return int(max_epochs)
+    steps_per_epoch = math.ceil(n_texts / batch_size)
+    low, high = AUTO_EPOCH_RANGE
+    return min(high, max(low, math.ceil(AUTO_MIN_STEPS / steps_per_epoch)))
+
 
 def resolve_device(device) -> torch.device:
     """``"auto"`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist.
