@@ -20,12 +20,14 @@ def aggregate(results) -> dict:
     """{(task, size, method): {"scores": {key: [per draw]}, "fit": [...], "draws": [...], "errors": [...]}}."""
     table = {}
     for r in results:
-        cell = table.setdefault((r.task, r.size, r.method), {"scores": {}, "fit": [], "draws": [], "errors": []})
+        cell = table.setdefault((r.task, r.size, r.method), {"scores": {}, "fit": [], "cpu": [], "draws": [],
+                                                              "errors": []})
         if r.error:
             cell["errors"].append(r.error)
             continue
         cell["draws"].append(r.draw)
         cell["fit"].append(r.fit_seconds)
+        cell["cpu"].append(r.fit_cpu_seconds)
         for k, v in r.scores.items():
             cell["scores"].setdefault(k, []).append(v)
     return table
@@ -50,8 +52,9 @@ def markdown(meta: dict, results, methods: list[str]) -> str:
     lines = [f"# Few-shot benchmark ({meta['split']} split)", "", "```bash", meta["command"], "```", "",
              f"{meta['machine']}; {meta['date']}; draws {meta['draws']}; {meta['note']}", "",
              "Mean ± sd over draws (a single draw: its value). Δ: the method's mean minus SetFit's. "
-             "Fit time: seconds of `fit`, median over draws, and its ratio to SetFit's median on the same "
-             "draws.", ""]
+             "Fit time: wall-clock seconds of `fit` and CPU seconds of the process during `fit` (medians over "
+             "draws; on a machine shared with other jobs the CPU time is the fair measure of cost), and the "
+             "ratio of CPU times to SetFit's.", ""]
     for task in ("ekman", "va"):
         sizes = sorted({size for (t, size, _) in table if t == task})
         if not sizes:
@@ -59,8 +62,8 @@ def markdown(meta: dict, results, methods: list[str]) -> str:
         cols = COLUMNS[task]
         lines += [f"## {TITLES[task]}", "",
                   "| size | method | draws | " + " | ".join(f"{title} | Δ" for _, title in cols)
-                  + " | fit s | × SetFit |",
-                  "|---|---|---|" + "---|---|" * len(cols) + "---|---|"]
+                  + " | fit s | fit CPU s | CPU × SetFit |",
+                  "|---|---|---|" + "---|---|" * len(cols) + "---|---|---|"]
         for size in sizes:
             ref = table.get((task, size, REFERENCE))
             for method in methods:
@@ -75,10 +78,10 @@ def markdown(meta: dict, results, methods: list[str]) -> str:
                     reference = ref and ref["scores"].get(key)
                     parts += [_cell(cell["scores"].get(key, [])),
                               "" if method == REFERENCE else _gap(cell["scores"].get(key), reference)]
-                fit = float(np.median(cell["fit"]))
-                ratio = f"{fit / np.median(ref['fit']):.2f}" if ref and ref["fit"] else "—"
+                fit, cpu = float(np.median(cell["fit"])), float(np.median(cell["cpu"]))
+                ratio = f"{cpu / np.median(ref['cpu']):.2f}" if ref and ref["cpu"] else "—"
                 lines.append(f"| {size} | {method} | {len(cell['draws'])} | " + " | ".join(parts)
-                             + f" | {fit:.0f} | {ratio} |")
+                             + f" | {fit:.0f} | {cpu:.0f} | {ratio} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -112,7 +115,8 @@ def plot(results, methods: list[str], out: Path) -> Path:
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
