@@ -27,7 +27,8 @@ def aggregate(results) -> dict:
             continue
         cell["draws"].append(r.draw)
         cell["fit"].append(r.fit_seconds)
-        cell["cpu"].append(r.fit_cpu_seconds)
+        if np.isfinite(r.fit_cpu_seconds):  # runs kept before CPU time was recorded have none
+            cell["cpu"].append(r.fit_cpu_seconds)
         for k, v in r.scores.items():
             cell["scores"].setdefault(k, []).append(v)
     return table
@@ -78,10 +79,12 @@ def markdown(meta: dict, results, methods: list[str]) -> str:
                     reference = ref and ref["scores"].get(key)
                     parts += [_cell(cell["scores"].get(key, [])),
                               "" if method == REFERENCE else _gap(cell["scores"].get(key), reference)]
-                fit, cpu = float(np.median(cell["fit"])), float(np.median(cell["cpu"]))
-                ratio = f"{cpu / np.median(ref['cpu']):.2f}" if ref and ref["cpu"] else "—"
+                fit = float(np.median(cell["fit"]))
+                cpu = f"{np.median(cell['cpu']):.0f}" if cell["cpu"] else "—"
+                ratio = f"{np.median(cell['cpu']) / np.median(ref['cpu']):.2f}" if cell["cpu"] and ref and ref["cpu"] \
+                    else "—"
                 lines.append(f"| {size} | {method} | {len(cell['draws'])} | " + " | ".join(parts)
-                             + f" | {fit:.0f} | {cpu:.0f} | {ratio} |")
+                             + f" | {fit:.0f} | {cpu} | {ratio} |")
         lines.append("")
     return "\n".join(lines)
 
