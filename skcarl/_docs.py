@@ -84,9 +84,10 @@ CARL_PARAMETERS = """\
     max_epochs : int or "auto", default="auto"
         Passes over the training texts. ``"auto"`` sizes the budget in optimiser steps: enough epochs for
         250 steps (``skcarl.training.AUTO_MIN_STEPS``), at least 3 and at most 10
-        (``AUTO_EPOCH_RANGE``); the number used is ``max_epochs_``. From 8,000 texts up (at batch 32) that
-        is 3 epochs; 1,024 texts get 8, and a few hundred get 10, where 3 epochs would be a few dozen steps.
-        See the few-shot benchmark (``docs/benchmarks.md``) for the runs that chose it.
+        (``AUTO_EPOCH_RANGE``); the number used is ``max_epochs_``. At batch 32 that is 3 epochs from about
+        2,700 texts up (the fixed default it replaced), 8 for 1,024 texts and 10 for a few hundred, where
+        3 epochs would be a few dozen steps. On 8 GoEmotions rows per class and 64 EmoBank texts, 10 passes
+        beat 3 and 20 on dev (``docs/study_log.md``).
     max_length : int, default=128
         Longer texts are truncated (one warning with the count); batches are padded to their longest text.
         Capped at the encoder's position embeddings (512 for BERT-style encoders).

@@ -36,10 +36,11 @@ from .va_labels import ContinuousLabels
 
 SALIENCY_REFRESHES = ("step", "cached")
 
-# max_epochs="auto": as many epochs as give AUTO_MIN_STEPS optimiser steps, within AUTO_EPOCH_RANGE. At 8,000
-# texts (250 steps an epoch at batch 32) this is the lower bound, the fixed default it replaced; a few hundred
-# texts take more passes, where a fixed 3 epochs gave a few dozen steps. Chosen on GoEmotions and EmoBank dev
-# draws of 8 to 64 rows per class and 64 to 1,024 texts (docs/study_log.md, few-shot rounds).
+# max_epochs="auto": as many epochs as give AUTO_MIN_STEPS optimiser steps, within AUTO_EPOCH_RANGE. From about
+# 2,700 texts up (84 steps an epoch at batch 32) that is the lower bound, the fixed default it replaced, so
+# full-data budgets are unchanged; a few hundred texts take more passes, where 3 epochs gave a few dozen steps.
+# The upper bound is the dev choice among 3, 10 and 20 passes at 8 GoEmotions rows per class and 64 EmoBank
+# texts (docs/study_log.md); AUTO_MIN_STEPS is one epoch of 8,000 texts, not a studied value.
 AUTO_MIN_STEPS = 250
 AUTO_EPOCH_RANGE = (3, 10)
 
