@@ -90,6 +90,10 @@ def test_a_run_is_kept_and_read_back_by_what_it_computes(tmp_path, monkeypatch):
     run_one(task, "dev", 8, 1, "majority", {}, tmp_path, threads=None)  # another draw is another run
     assert Majority.fits == 2 and len(list(tmp_path.glob("*.json"))) == 2
     assert json.loads(next(tmp_path.glob("*draw0*.json")).read_text())["scores"] == first.scores
+    # reporting only what is kept trains nothing
+    assert run_one(task, "dev", 8, 2, "majority", {}, tmp_path, threads=None, compute=False) is None
+    assert run_one(task, "dev", 8, 1, "majority", {}, tmp_path, threads=None, compute=False).draw == 1
+    assert Majority.fits == 2
 
 
 def test_a_failed_run_is_reported_and_not_kept(tmp_path):

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--work-dir", default=str(REPO / "benchmarks" / ".runs" / "fewshot"))
+    parser.add_argument("--kept-only", action="store_true", help="report the runs kept in --work-dir, train "
+                        "nothing (the table then says which runs it holds)")
     parser.add_argument("--tag", default=None, help="write docs/benchmarks/fewshot-TAG.{md,json,png}")
     return parser
 
@@ -81,7 +83,9 @@ def main(argv=None) -> int:
                     if task_name not in METHODS[base].tasks:
                         continue
                     result = run_one(task, args.split, size, draw, base, params, Path(args.work_dir),
-                                     args.threads)
+                                     args.threads, compute=not args.kept_only)
+                    if result is None:
+                        continue
                     results.append(result)
                     headline = result.error or " ".join(f"{k} {v:.3f}" for k, v in result.scores.items())
                     print(f"{task_name:5s} {size:5d} draw {draw} {result.method:40s} {headline}  "
@@ -92,7 +96,9 @@ def main(argv=None) -> int:
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
                        f"{torch.__version__}, {torch.get_num_threads()} thread(s)",
             "date": datetime.date.today().isoformat(),
-            "note": "scored on " + ("all rows" if args.n_eval is None else f"{args.n_eval} rows") + " of the split"}
+            "note": "scored on " + ("all rows" if args.n_eval is None else f"{args.n_eval} rows") + " of the split"
+                    + ("; read from the runs kept on disk, each trained in its own process on this machine "
+                       "(a size or draw without a row was not run)" if args.kept_only else "")}
     text = markdown(meta, results, methods)
     print(text)
     if args.tag:

@@ -51,8 +51,11 @@ def scores(task: str, pred, true) -> dict:
 
 
 def run_one(task: Task, split: str, size: int, draw: int, base: str, params: dict, work_dir: Path,
-            threads: int | None, log=print) -> Result:
-    """Fit one method on one draw, score it on the evaluation rows, keep the result (failures are not kept)."""
+            threads: int | None, log=print, compute: bool = True) -> Result | None:
+    """Fit one method on one draw, score it on the evaluation rows, keep the result (failures are not kept).
+
+    With ``compute=False`` only a kept result is returned; None when there is none.
+    """
     train = task.draw(size, draw)
     key_parts = [RESULTS_VERSION, task.name, split, size, draw, base, sorted(params.items()), len(train),
                  train["text"].iloc[:3].tolist(), len(task.evaluation), task.evaluation["text"].iloc[:3].tolist(),
@@ -61,6 +64,8 @@ def run_one(task: Task, split: str, size: int, draw: int, base: str, params: dic
     path = work_dir / f"{task.name}-{size}-draw{draw}-{base}-{key}.json"
     if path.is_file():
         return Result(**json.loads(path.read_text()))
+    if not compute:
+        return None
     name = method_name(base, params)
     result = Result(task.name, size, draw, name, split, len(train), len(task.evaluation))
     try:
