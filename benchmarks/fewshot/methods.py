@@ -9,6 +9,7 @@ and the study's ``params`` aside).
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -68,8 +69,9 @@ class SetFit:
 
         labels = y if self.task == "ekman" else va_bins(y)
         self.model = SetFitModel.from_pretrained(resolve_backbone(DEFAULT_BACKBONE)[0])
+        # no checkpoints: SetFit would write the body and its optimiser state (180 MB) to ./checkpoints
         args = TrainingArguments(num_iterations=self.num_iterations, seed=self.draw, report_to="none",
-                                 show_progress_bar=False)
+                                 show_progress_bar=False, save_strategy="no", output_dir=tempfile.mkdtemp())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             Trainer(model=self.model, args=args,
