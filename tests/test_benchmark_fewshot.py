@@ -120,3 +120,16 @@ def test_the_report_gives_gaps_and_cpu_ratios_against_setfit(tmp_path):
 def test_parse_params():
     assert parse_params("max_epochs=10,learning_rate=1e-4,max_epochs_name=auto") == {
         "max_epochs": 10, "learning_rate": 1e-4, "max_epochs_name": "auto"}
+
+
+def test_setfit_trains_on_a_tiny_encoder_without_writing_checkpoints(tiny_bert, tmp_path, monkeypatch):
+    pytest.importorskip("setfit")
+    monkeypatch.setattr(fewshot_methods, "resolve_backbone", lambda name: (tiny_bert, []))
+    monkeypatch.chdir(tmp_path)
+    texts = ["i feel happy joy", "great love wonderful", "sad gloomy tired", "angry furious scared"] * 2
+    labels = np.array(["joy", "joy", "sadness", "anger"] * 2, dtype=object)
+    model = fewshot_methods.SetFit("ekman", 0, {"num_iterations": 1}).fit(texts, labels)
+    assert set(model.predict(texts)) <= {"joy", "sadness", "anger"}
+    va = np.array([[4.5, 3.0], [4.0, 2.0], [1.5, 1.5], [1.0, 4.5]] * 2)
+    assert fewshot_methods.SetFit("va", 0, {"num_iterations": 1}).fit(texts, va).predict(texts).shape == (8, 2)
+    assert not list(tmp_path.iterdir())  # nothing written where it ran
