@@ -113,7 +113,7 @@ def plot(results, methods: list[str], out: Path) -> Path:
             sizes = [p[0] for p in points]
             means = [np.mean(p[1]) for p in points]
             sds = [np.std(p[1], ddof=1) if len(p[1]) > 1 else 0.0 for p in points]
-            ax.errorbar(sizes, means, yerr=sds, marker="o", capsize=3, label=method)
+            ax.errorbar(sizes, means, yerr=sds, marker="o", capsize=3, label=method, color=f"C{methods.index(method)}")
         ax.set_xscale("log", base=2)
         ax.set_title(title)
         ax.set_xlabel(xlabel)
