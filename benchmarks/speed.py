@@ -159,6 +159,7 @@ def build_steppers(backbone, device, use_amp, n_texts, max_tokens, methods, comp
             steppers[name] = PlainFineTuning(network, device, use_amp)
             continue
         config = TrainingConfig.from_params(CARLEmbedder().get_params(), label_temperature=0.02, ranking_weight=0.0,
+                                            max_epochs=3,
                                             use_amp=use_amp,
                                             saliency_refresh="cached" if name == "carl_cached" else "step",
                                             detection_weight=0.0 if name == "carl_no_detection" else 0.1)

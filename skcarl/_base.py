@@ -38,6 +38,7 @@ from .training import (
     SupervisedTask,
     TrainingConfig,
     resolve_device,
+    resolve_max_epochs,
 )
 from .va_labels import (
     ClassAnchors,
@@ -142,7 +143,7 @@ class _CARLBase(BaseEstimator):
         warmup_ratio=0.1,
         max_grad_norm=1.0,
         batch_size=32,
-        max_epochs=3,
+        max_epochs="auto",
         max_length=128,
         device="auto",
         use_amp=True,
@@ -249,7 +250,11 @@ class _CARLBase(BaseEstimator):
         check.number("warmup_ratio", 0, 1, high_open=True)
         check.number("max_grad_norm", 0, low_open=True, none=True)
         check.number("batch_size", 1, integer=True)
-        check.number("max_epochs", 1, integer=True)
+        if not (isinstance(self.max_epochs, str) and self.max_epochs == "auto"):
+            try:
+                check.number("max_epochs", 1, integer=True)
+            except (ValueError, TypeError):
+                raise check._fail("max_epochs", "an int in the range [1, inf) or 'auto'") from None
         check.number("max_length", 2, integer=True)
         check.device("device")
         if not (isinstance(self.use_amp, (bool, np.bool_)) or (isinstance(self.use_amp, str)
@@ -359,9 +364,10 @@ class _CARLBase(BaseEstimator):
                                                     self.contrastive_loss)
             # a step's batch is batch_size texts per rank
             queue_size = min(self.queue_size, max(len(train_idx) - self.batch_size * world_size, 0))
+            max_epochs = resolve_max_epochs(self.max_epochs, len(train_idx), self.batch_size * world_size)
             trainer = CARLTrainer(
                 network,
-                self._training_config(label_temperature, ranking_weight, queue_size),
+                self._training_config(label_temperature, ranking_weight, queue_size, max_epochs),
                 device,
                 self._make_perturber(tokenizer, train_tokens),
                 label_points=prepared.points,
@@ -386,7 +392,7 @@ class _CARLBase(BaseEstimator):
                                  for c, a in zip(fitted["classes_"].tolist(), anchors)}
         fitted.update(
             label_temperature_=label_temperature, ranking_weight_=ranking_weight, queue_size_=queue_size,
-            history_=history,
+            max_epochs_=max_epochs, history_=history,
             loss_curve_=[record["loss"] for record in history],
             validation_scores_=[r["validation_loss"] for r in history] if validation is not None else None,
             best_epoch_=trainer.best_epoch, n_iter_=len(history), fit_time_=time.perf_counter() - started,
@@ -425,9 +431,11 @@ class _CARLBase(BaseEstimator):
         order = rng.permutation(n)
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
-    def _training_config(self, label_temperature: float, ranking_weight: float, queue_size: int) -> TrainingConfig:
+    def _training_config(self, label_temperature: float, ranking_weight: float, queue_size: int,
+                         max_epochs: int) -> TrainingConfig:
         return TrainingConfig.from_params(self.get_params(deep=False), label_temperature=label_temperature,
-                                          ranking_weight=ranking_weight, queue_size=queue_size)
+                                          ranking_weight=ranking_weight, queue_size=queue_size,
+                                          max_epochs=max_epochs)
 
     def _perturbs(self) -> bool:
         """Whether a term reads perturbed sentences: L_det, or an adversarial term."""

@@ -96,8 +96,13 @@ CARL_PARAMETERS = """\
         Gradient clipping by global norm; ``None`` disables it.
     batch_size : int, default=32
         Texts per training step, and per inference batch in ``transform``.
-    max_epochs : int, default=3
-        Passes over the training texts.
+    max_epochs : int or "auto", default="auto"
+        Passes over the training texts. ``"auto"`` sizes the budget in optimiser steps: enough epochs for
+        250 steps (``skcarl.training.AUTO_MIN_STEPS``), at least 3 and at most 10
+        (``AUTO_EPOCH_RANGE``); the number used is ``max_epochs_``. At batch 32 that is 3 epochs from about
+        2,700 texts up (the fixed default it replaced), 8 for 1,024 texts and 10 for a few hundred, where
+        3 epochs would be a few dozen steps. On 8 GoEmotions rows per class and 64 EmoBank texts, 10 passes
+        beat 3 and 20 on dev (``docs/study_log.md``).
     max_length : int, default=128
         Longer texts are truncated (one warning with the count); batches are padded to their longest text.
         Capped at the encoder's position embeddings (512 for BERT-style encoders).
@@ -152,6 +157,9 @@ CARL_ATTRIBUTES = """\
         Weight of the ranking term used for training (``ranking_weight`` with ``"auto"`` resolved).
     queue_size_ : int
         Queue length used for training.
+    max_epochs_ : int
+        Epochs of the training budget (``max_epochs`` with ``"auto"`` resolved); fewer run when early
+        stopping ends training first (``n_iter_``).
     history_ : list of dict
         Per epoch: mean ``loss``, ``contrastive_loss``, ``detection_loss``, ``task_loss`` (regressor and
         classifier), ``validation_loss`` (with a validation split) and ``duration`` in seconds.

@@ -40,6 +40,35 @@ from .va_labels import ContinuousLabels
 
 SALIENCY_REFRESHES = ("step", "cached")
 
+# max_epochs="auto": as many epochs as give AUTO_MIN_STEPS optimiser steps, within AUTO_EPOCH_RANGE. From about
+# 2,700 texts up (84 steps an epoch at batch 32) that is the lower bound, the fixed default it replaced, so
+# full-data budgets are unchanged; a few hundred texts take more passes, where 3 epochs gave a few dozen steps.
+# The upper bound is the dev choice among 3, 10 and 20 passes at 8 GoEmotions rows per class and 64 EmoBank
+# texts (docs/study_log.md); AUTO_MIN_STEPS is one epoch of 8,000 texts, not a studied value.
+AUTO_MIN_STEPS = 250
+AUTO_EPOCH_RANGE = (3, 10)
+
+
+def resolve_max_epochs(max_epochs, n_texts: int, batch_size: int) -> int:
+    """The number of epochs ``max_epochs`` means for ``n_texts`` training texts in batches of ``batch_size``.
+
+    An int is kept; ``"auto"`` takes enough epochs for ``AUTO_MIN_STEPS`` optimiser steps, clipped to
+    ``AUTO_EPOCH_RANGE``.
+
+    Examples
+    --------
+    >>> from skcarl.training import resolve_max_epochs
+    >>> resolve_max_epochs("auto", 8000, 32), resolve_max_epochs("auto", 1024, 32), resolve_max_epochs("auto", 56, 32)
+    (3, 8, 10)
+    >>> resolve_max_epochs(2, 56, 32)
+    2
+    """
+    if not (isinstance(max_epochs, str) and max_epochs == "auto"):
+        return int(max_epochs)
+    steps_per_epoch = math.ceil(n_texts / batch_size)
+    low, high = AUTO_EPOCH_RANGE
+    return min(high, max(low, math.ceil(AUTO_MIN_STEPS / steps_per_epoch)))
+
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -91,6 +120,10 @@ class MixedPrecision:
             optimizer.step()
 
 
+# parameters whose "auto" an estimator resolves in fit, from the data
+_RESOLVED_AT_FIT = ("label_temperature", "ranking_weight", "max_epochs")
+
+
 @dataclass
 class TrainingConfig:
     """The estimator's training parameters, resolved, as the trainer reads them.
@@ -137,11 +170,15 @@ class TrainingConfig:
     @classmethod
     def from_params(cls, params: Mapping, **resolved) -> TrainingConfig:
         """The config of an estimator's ``params`` (``get_params()``), ``resolved`` taking the place of
-        raw values ("auto" label temperature and ranking weight, the clipped queue size)."""
+        raw values ("auto" label temperature, ranking weight and epochs; the clipped queue size)."""
         values = {**params, **resolved}
         missing = [f.name for f in fields(cls) if f.name not in values]
         if missing:
             raise TypeError(f"TrainingConfig.from_params needs values for {missing}.")
+        unresolved = [name for name in _RESOLVED_AT_FIT if isinstance(values[name], str)]
+        if unresolved:
+            raise ValueError(f"TrainingConfig.from_params needs the numbers that {unresolved} resolve to at fit "
+                             "time; pass them as keyword arguments.")
         return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
@@ -313,7 +350,7 @@ class CARLTrainer:
     >>> from skcarl import CARLEmbedder
     >>> from skcarl.training import CARLTrainer, TrainingConfig
     >>> config = TrainingConfig.from_params(CARLEmbedder(queue_size=4, batch_size=2, detection_weight=0.1).get_params(),
-    ...                                     label_temperature=0.02, ranking_weight=0.0)
+    ...                                     label_temperature=0.02, ranking_weight=0.0, max_epochs=3)
     >>> _ = torch.manual_seed(0)
     >>> trainer = CARLTrainer(CARLNetwork(encoder, projection_dim=4), config,
     ...                       torch.device("cpu"), TokenPerturber("random", 30, [0, 1, 2, 3]),

@@ -71,6 +71,6 @@ def training_config(**values):
     from skcarl import CARLEmbedder
     from skcarl.training import TrainingConfig
 
-    fixed = dict(label_temperature=0.02, ranking_weight=0.0, detection_weight=0.1, learning_rate=2e-5)
+    fixed = dict(label_temperature=0.02, ranking_weight=0.0, max_epochs=3, detection_weight=0.1, learning_rate=2e-5)
     return TrainingConfig.from_params(CARLEmbedder().get_params(), **{**fixed, **values})
 

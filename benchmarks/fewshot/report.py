@@ -1,0 +1,127 @@
+"""The few-shot tables (markdown, JSON) and plot: mean ± sd over draws, fit time against SetFit's."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+# (score key, column title) of each task
+COLUMNS = {"ekman": [("acc", "accuracy"), ("f1", "macro-F1")],
+           "va": [("r_V", "r valence"), ("r_A", "r arousal"), ("r_mean", "mean r")]}
+TITLES = {"ekman": "GoEmotions, Ekman groups (single-group rows): rows per class",
+          "va": "EmoBank, valence and arousal: training texts"}
+REFERENCE = "setfit"  # fit times are also given as a ratio to this method's, and score gaps against it
+
+
+def aggregate(results) -> dict:
+    """{(task, size, method): {"scores": {key: [per draw]}, "fit": [...], "draws": [...], "errors": [...]}}."""
+    table = {}
+    for r in results:
+        cell = table.setdefault((r.task, r.size, r.method), {"scores": {}, "fit": [], "cpu": [], "draws": [],
+                                                              "errors": []})
+        if r.error:
+            cell["errors"].append(r.error)
+            continue
+        cell["draws"].append(r.draw)
+        cell["fit"].append(r.fit_seconds)
+        if np.isfinite(r.fit_cpu_seconds):  # runs kept before CPU time was recorded have none
+            cell["cpu"].append(r.fit_cpu_seconds)
+        for k, v in r.scores.items():
+            cell["scores"].setdefault(k, []).append(v)
+    return table
+
+
+def _cell(values, fmt=".3f") -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(np.mean(values), fmt)} ± {format(np.std(values, ddof=1), fmt)}"
+
+
+def _gap(values, reference) -> str:
+    if not values or not reference:
+        return "—"
+    return f"{np.mean(values) - np.mean(reference):+.3f}"
+
+
+def markdown(meta: dict, results, methods: list[str]) -> str:
+    table = aggregate(results)
+    lines = [f"# Few-shot benchmark ({meta['split']} split)", "", "```bash", meta["command"], "```", "",
+             f"{meta['machine']}; {meta['date']}; draws {meta['draws']}; {meta['note']}", "",
+             "Mean ± sd over draws (a single draw: its value). Δ: the method's mean minus SetFit's. "
+             "Fit time: wall-clock seconds of `fit` and CPU seconds of the process during `fit` (medians over "
+             "draws; on a machine shared with other jobs the CPU time is the fair measure of cost), and the "
+             "ratio of CPU times to SetFit's.", ""]
+    for task in ("ekman", "va"):
+        sizes = sorted({size for (t, size, _) in table if t == task})
+        if not sizes:
+            continue
+        cols = COLUMNS[task]
+        lines += [f"## {TITLES[task]}", "",
+                  "| size | method | draws | " + " | ".join(f"{title} | Δ" for _, title in cols)
+                  + " | fit s | fit CPU s | CPU × SetFit |",
+                  "|---|---|---|" + "---|---|" * len(cols) + "---|---|---|"]
+        for size in sizes:
+            ref = table.get((task, size, REFERENCE))
+            for method in methods:
+                cell = table.get((task, size, method))
+                if cell is None:
+                    continue
+                if not cell["draws"]:
+                    lines.append(f"| {size} | {method} | 0 | failed: {cell['errors'][0][:80]} |")
+                    continue
+                parts = []
+                for key, _ in cols:
+                    reference = ref and ref["scores"].get(key)
+                    parts += [_cell(cell["scores"].get(key, [])),
+                              "" if method == REFERENCE else _gap(cell["scores"].get(key), reference)]
+                fit = float(np.median(cell["fit"]))
+                cpu = f"{np.median(cell['cpu']):.0f}" if cell["cpu"] else "—"
+                ratio = f"{np.median(cell['cpu']) / np.median(ref['cpu']):.2f}" if cell["cpu"] and ref and ref["cpu"] \
+                    else "—"
+                lines.append(f"| {size} | {method} | {len(cell['draws'])} | " + " | ".join(parts)
+                             + f" | {fit:.0f} | {cpu} | {ratio} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, meta: dict, results) -> None:
+    path.write_text(json.dumps({"meta": meta, "runs": [asdict(r) for r in results]}, indent=1))
+
+
+def plot(results, methods: list[str], out: Path) -> Path:
+    """Score against training size, one line per method: Ekman accuracy and macro-F1, EmoBank mean r."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = aggregate(results)
+    panels = [("ekman", "acc", "GoEmotions Ekman: accuracy", "rows per class"),
+              ("ekman", "f1", "GoEmotions Ekman: macro-F1", "rows per class"),
+              ("va", "r_mean", "EmoBank: mean Pearson r (V, A)", "training texts")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    for ax, (task, key, title, xlabel) in zip(axes, panels):
+        for method in methods:
+            points = sorted((size, cell["scores"][key]) for (t, size, m), cell in table.items()
+                            if t == task and m == method and cell["scores"].get(key))
+            if not points:
+                continue
+            sizes = [p[0] for p in points]
+            means = [np.mean(p[1]) for p in points]
+            sds = [np.std(p[1], ddof=1) if len(p[1]) > 1 else 0.0 for p in points]
+            ax.errorbar(sizes, means, yerr=sds, marker="o", capsize=3, label=method, color=f"C{methods.index(method)}")
+        ax.set_xscale("log", base=2)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
