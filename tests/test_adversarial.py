@@ -3,13 +3,14 @@ an adversarially shifted sentence's candidate distribution with the clean one's 
 
 import pytest
 import torch
+from conftest import training_config
 from torch.nn.functional import normalize
 
 from skcarl.backbone import load_backbone
 from skcarl.losses import SimilarityConsistencyLoss
 from skcarl.network import CARLNetwork
 from skcarl.perturbation import TokenPerturber
-from skcarl.training import CARLTrainer, TrainingConfig
+from skcarl.training import CARLTrainer
 
 
 def test_consistency_loss_is_the_kl_from_the_clean_distribution():
@@ -38,7 +39,7 @@ def _step(backbone, perturbation="random", **config):
     tokenizer, encoder = backbone
     torch.manual_seed(0)
     network = CARLNetwork(_copy(encoder), projection_dim=8)
-    trainer = CARLTrainer(network, TrainingConfig(queue_size=4, batch_size=4, **config), torch.device("cpu"),
+    trainer = CARLTrainer(network, training_config(queue_size=4, batch_size=4, **config), torch.device("cpu"),
                           TokenPerturber(perturbation, len(tokenizer), tokenizer.all_special_ids),
                           label_dim=2, steps_per_epoch=1, pad_id=tokenizer.pad_token_id)
     batch = tokenizer(["a happy day", "a sad night", "angry words here", "calm"], padding=True,

@@ -48,8 +48,10 @@ def test_every_markdown_page_is_built(built_site):
     # the fragments reach the site through the page that includes them
     performance = (built_site / "performance.html").read_text(encoding="utf-8")
     assert "Transform throughput" in performance and "Training step" in performance
+    study_log = (built_site / "study_log.html").read_text(encoding="utf-8")
+    assert "EmoBank, test" in study_log and "GoEmotions (Ekman groups" in study_log
     benchmarks = (built_site / "benchmarks.html").read_text(encoding="utf-8")
-    assert "EmoBank, test" in benchmarks and "GoEmotions (Ekman groups" in benchmarks
+    assert "Results at the defaults" in benchmarks and "Few labels" in benchmarks
 
 
 def test_api_reference_documents_the_public_api(built_site):
