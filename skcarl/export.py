@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -133,19 +131,12 @@ def export(estimator, path, format="sentence-transformers", *, quantize=None, ov
     if path.exists() and not overwrite:
         raise FileExistsError(f"Cannot export to {str(path)!r}: it exists already. Pass overwrite=True to replace "
                               "it, or choose a new folder.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.exporting-", dir=path.parent))
-    try:
-        if format == "onnx":
-            _write_onnx(estimator, staging, quantize)
-        else:
-            _write_torch_folder(estimator, staging, format)
-        from .io import _replace_folder
+    from .io import write_folder
 
-        _replace_folder(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    if format == "onnx":
+        write_folder(path, lambda staging: _write_onnx(estimator, staging, quantize), "exporting")
+    else:
+        write_folder(path, lambda staging: _write_torch_folder(estimator, staging, format), "exporting")
     return path
 
 

@@ -318,9 +318,8 @@ def save(estimator, path, metadata=None) -> Path:
     if path.is_dir() and any(path.iterdir()) and not _is_model_folder(path):
         raise FileExistsError(f"Cannot save to {str(path)!r}: the folder is not empty and holds no saved skcarl "
                               "model; refusing to overwrite it. Choose a new or empty folder.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
-    try:
+
+    def write(staging: Path) -> None:
         (staging / ENCODER_CONFIG_FILE).write_text(network.encoder.config.to_json_string(use_diff=False),
                                                    encoding="utf-8")
         save_model(network, str(staging / WEIGHTS_FILE),
@@ -331,10 +330,8 @@ def save(estimator, path, metadata=None) -> Path:
         (staging / README_FILE).write_text(model_card(estimator, "skcarl"), encoding="utf-8")
         config["files"] = {name: _sha256(staging / name) for name in _model_files(staging)}
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False), encoding="utf-8")
-        _replace_folder(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_folder(path, write, "saving")
     return path
 
 
@@ -416,6 +413,19 @@ def _warn_unverified(path: Path, config: dict) -> None:
     else:
         what = f"has no checksum of {CONFIG_FILE} in {WEIGHTS_FILE}: {CONFIG_FILE} cannot be verified"
     warn(f"The saved model at {str(path)!r} {what}. Saving the model again records them.")
+
+
+def write_folder(path: Path, write, verb: str) -> None:
+    """Run ``write(staging)`` on a new folder beside ``path``, then move it to ``path``: a failure at any point
+    leaves no half-written folder, and an old one at ``path`` intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{verb}-", dir=path.parent))
+    try:
+        write(staging)
+        _replace_folder(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _replace_folder(new: Path, path: Path) -> None:
