@@ -1148,7 +1148,7 @@ def test_a_pickle_from_another_version_warns_with_both_versions(other_version, d
     import skcarl._base
 
     with monkeypatch.context() as patch:
-        patch.setattr(skcarl._base, "__version__", other_version)
+        patch.setattr(skcarl._persistence, "__version__", other_version)
         if dumper == "pickle":
             blob = pickle.dumps(models[CARLEmbedder])
         else:
