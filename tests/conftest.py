@@ -74,3 +74,13 @@ def training_config(**values):
     fixed = dict(label_temperature=0.02, ranking_weight=0.0, max_epochs=3, detection_weight=0.1, learning_rate=2e-5)
     return TrainingConfig.from_params(CARLEmbedder().get_params(), **{**fixed, **values})
 
+
+def infer(est, texts):
+    """What the estimator computes from texts: predictions where it predicts, else embeddings."""
+    from skcarl import CARLClassifier, CARLRegressor
+
+    if isinstance(est, CARLClassifier):
+        return est.predict_proba(texts)
+    if isinstance(est, CARLRegressor):
+        return est.predict(texts)
+    return est.transform(texts)

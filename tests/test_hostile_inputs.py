@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import synthetic_affect, tiny_bert_folder
+from conftest import infer, synthetic_affect, tiny_bert_folder
 
 from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
 from skcarl.backbone import BackboneNotFoundError, load_backbone
@@ -34,12 +34,6 @@ def targets_for(cls):
     return LABELS if cls is CARLClassifier else VA
 
 
-def infer(est, texts):
-    if isinstance(est, CARLClassifier):
-        return est.predict_proba(texts)
-    if isinstance(est, CARLRegressor):
-        return est.predict(texts)
-    return est.transform(texts)
 
 
 @pytest.fixture(scope="module")

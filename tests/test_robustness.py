@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import synthetic_affect
+from conftest import infer, synthetic_affect
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
@@ -70,13 +70,6 @@ def targets_for(cls):
     return LABELS if cls is CARLClassifier else VA
 
 
-def infer(est, texts):
-    """What the estimator computes from texts: predictions where it predicts, else embeddings."""
-    if isinstance(est, CARLClassifier):
-        return est.predict_proba(texts)
-    if isinstance(est, CARLRegressor):
-        return est.predict(texts)
-    return est.transform(texts)
 
 
 def state_of(module):
