@@ -134,6 +134,10 @@ ADVERSARIAL_FORMS = {
     "carl_adversarial_consistency": ("adversarial consistency: salient embeddings shifted along ∂L/∂E, KL to clean "
                                      "(μ_adv = 100, ε = 1)",
                                      dict(consistency_weight=100.0, perturbation="adversarial")),
+    # the FreeLB/SMART regime: a shift a tenth of a token embedding's norm, a term a tenth of the ranking term's
+    "carl_adversarial_consistency_mild": ("adversarial consistency, mild: μ_adv = 10, ε = 0.1",
+                                          dict(consistency_weight=10.0, perturbation="adversarial",
+                                               perturb_eps=0.1)),
 }
 
 ABLATIONS = {
