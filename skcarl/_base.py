@@ -8,6 +8,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -19,9 +20,19 @@ from . import _ddp
 from ._docs import CARL_ATTRIBUTES, CARL_PARAMETERS
 from ._finite import check_finite_fit
 from ._oom import reports_oom_retries
+from ._param_validation import (
+    Device,
+    InstanceOf,
+    Interval,
+    Options,
+    PathLike,
+    RangePairs,
+    inference_checks,
+    validate_parameter_constraints,
+)
 from ._persistence import PersistenceMixin
 from ._targets import ClassTargets, check_class_targets
-from ._validation import ParameterChecker, check_continuous_targets, check_texts, inference_checks
+from ._validation import check_continuous_targets, check_texts
 from ._warnings import warn
 from .backbone import DEFAULT_BACKBONE, POOLINGS, load_backbone, max_positions, resolve_pooling
 from .inference import embed_texts, map_texts, map_tokens
@@ -69,6 +80,10 @@ _TARGET_ATTRIBUTES = {"n_outputs_", "classes_", "va_map_", "multilabel_", "class
                       "target_scale_", "_y_ndim"}
 
 
+# How a supervised head starts: a linear probe on the pretrained features (LP-FT), or PyTorch's initialisation.
+HEAD_INITS = ("probe", "random")
+
+
 @dataclass
 class PreparedTargets:
     """What ``fit`` learns from y: label rows for L_cont, their points, and an optional supervised task."""
@@ -89,6 +104,21 @@ class PreparedTargets:
         targets = torch.as_tensor(self.task_targets, device=device)
         return SupervisedTask(self.task_loss, targets[train_idx], self.task_weight,
                               None if val_idx is None else targets[val_idx])
+
+
+def check_saliency_refresh(params) -> None:
+    """``saliency_refresh="cached"`` reuses the previous step's saliency, so no term may need this step's gradient
+    or a clean-versus-perturbed pair of passes."""
+    if params["saliency_refresh"] != "cached":
+        return
+    if params["perturbation"] == "adversarial" and params["detection_weight"]:
+        raise ValueError("saliency_refresh='cached' cannot be combined with perturbation='adversarial': the "
+                         "adversarial shift needs this step's gradient. Use saliency_refresh='step' or a "
+                         "discrete perturbation ('random', 'unigram', 'mask').")
+    if params["perturbed_view_weight"] or params["consistency_weight"]:
+        raise ValueError("saliency_refresh='cached' cannot be combined with perturbed_view_weight > 0 or "
+                         "consistency_weight > 0: those terms compare the perturbed sentence with the clean "
+                         "one, which the cached mode does not encode. Use saliency_refresh='step'.")
 
 
 def carl_estimator(cls):
@@ -201,73 +231,74 @@ class _CARLBase(PersistenceMixin, BaseEstimator):
         tags.non_deterministic = self.random_state is None
         return tags
 
-    def _checker(self) -> ParameterChecker:
-        return ParameterChecker(self)
+    # One entry per parameter of __init__ (tests/test_validation.py checks both ways); a subclass merges its own:
+    # {**_CARLBase._parameter_constraints, "own": [...]}. Checked by validate_params at the top of fit.
+    _parameter_constraints: dict = {
+        "model_name_or_path": [PathLike()],
+        "pooling": [Options(POOLINGS)],
+        "projection_dim": [Interval(Integral, 1, None), None],
+        "contrastive_loss": [Options(CONTRASTIVE_LOSSES)],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "label_temperature": [Interval(Real, 0, None, closed="neither"), "auto"],
+        "ranking_weight": [Interval(Real, 0, None), "auto"],
+        "ranking_temperature": [Interval(Real, 0, None, closed="neither")],
+        "va_range": [None, RangePairs()],
+        "momentum": [Interval(Real, 0, 1)],
+        "queue_size": [Interval(Integral, 0, None)],
+        "saliency": [Options(SALIENCY_MODES)],
+        "token_selection": [Options(TOKEN_SELECTIONS)],
+        "saliency_refresh": [Options(SALIENCY_REFRESHES)],
+        "perturbation": [Options(PERTURBATIONS + (None,))],
+        "perturb_ratio": [Interval(Real, 0, 1, closed="right")],
+        "perturb_eps": [Interval(Real, 0, None, closed="neither")],
+        "detection_weight": [Interval(Real, 0, None)],
+        "perturbed_view_weight": [Interval(Real, 0, None)],
+        "consistency_weight": [Interval(Real, 0, None)],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "head_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None)],
+        "warmup_ratio": [Interval(Real, 0, 1, closed="left")],
+        "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "batch_size": [Interval(Integral, 1, None)],
+        "max_epochs": [Interval(Integral, 1, None), "auto"],
+        "max_length": [Interval(Integral, 2, None)],
+        "device": [Device()],
+        "use_amp": [bool, *AMP_DTYPES],
+        "compile": [bool],
+        "distributed": ["auto", bool],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "n_iter_no_change": [Interval(Integral, 1, None)],
+        "warm_start": [bool],
+        "random_state": [Interval(Integral, 0, 2**32 - 1),
+                         InstanceOf(np.random.RandomState, "a numpy.random.RandomState instance"), None],
+        "verbose": [Interval(Integral, 0, None)],
+    }
 
-    def _check_params(self) -> None:
-        check = self._checker()
-        if not isinstance(self.model_name_or_path, str) and not hasattr(self.model_name_or_path, "__fspath__"):
-            raise check._fail("model_name_or_path", "a str or path-like")
-        check.option("pooling", POOLINGS)
-        check.number("projection_dim", 1, integer=True, none=True)
-        check.option("contrastive_loss", tuple(CONTRASTIVE_LOSSES))
-        check.number("temperature", 0, low_open=True)
-        if not (isinstance(self.label_temperature, str) and self.label_temperature == "auto"):
-            try:
-                check.number("label_temperature", 0, low_open=True)
-            except ValueError:
-                raise check._fail("label_temperature", "a float in the range (0, inf) or 'auto'") from None
-        if not (isinstance(self.ranking_weight, str) and self.ranking_weight == "auto"):
-            try:
-                check.number("ranking_weight", 0)
-            except ValueError:
-                raise check._fail("ranking_weight", "a float in the range [0, inf) or 'auto'") from None
-        check.number("ranking_temperature", 0, low_open=True)
-        check.range_pairs("va_range")
-        check.number("momentum", 0, 1)
-        check.number("queue_size", 0, integer=True)
-        check.option("saliency", SALIENCY_MODES)
-        check.option("token_selection", TOKEN_SELECTIONS)
-        check.option("saliency_refresh", SALIENCY_REFRESHES)
-        check.option("perturbation", PERTURBATIONS + (None,))
-        check.number("perturb_ratio", 0, 1, low_open=True)
-        check.number("perturb_eps", 0, low_open=True)
-        if self.saliency_refresh == "cached" and self.perturbation == "adversarial" and self.detection_weight:
-            raise ValueError("saliency_refresh='cached' cannot be combined with perturbation='adversarial': the "
-                             "adversarial shift needs this step's gradient. Use saliency_refresh='step' or a "
-                             "discrete perturbation ('random', 'unigram', 'mask').")
-        check.number("detection_weight", 0)
-        check.number("perturbed_view_weight", 0)
-        check.number("consistency_weight", 0)
-        if self.saliency_refresh == "cached" and (self.perturbed_view_weight or self.consistency_weight):
-            raise ValueError("saliency_refresh='cached' cannot be combined with perturbed_view_weight > 0 or "
-                             "consistency_weight > 0: those terms compare the perturbed sentence with the clean "
-                             "one, which the cached mode does not encode. Use saliency_refresh='step'.")
-        check.number("learning_rate", 0, low_open=True)
-        check.number("head_learning_rate", 0, low_open=True)
-        check.number("weight_decay", 0)
-        check.number("warmup_ratio", 0, 1, high_open=True)
-        check.number("max_grad_norm", 0, low_open=True, none=True)
-        check.number("batch_size", 1, integer=True)
-        if not (isinstance(self.max_epochs, str) and self.max_epochs == "auto"):
-            try:
-                check.number("max_epochs", 1, integer=True)
-            except (ValueError, TypeError):
-                raise check._fail("max_epochs", "an int in the range [1, inf) or 'auto'") from None
-        check.number("max_length", 2, integer=True)
-        check.device("device")
-        if not (isinstance(self.use_amp, (bool, np.bool_)) or (isinstance(self.use_amp, str)
-                                                                 and self.use_amp in AMP_DTYPES)):
-            raise check._fail("use_amp", "a bool, 'bfloat16' or 'float16'")
-        check.boolean("compile")
-        if not (isinstance(self.distributed, (bool, np.bool_)) or (isinstance(self.distributed, str)
-                                                                   and self.distributed == "auto")):
-            raise check._fail("distributed", "'auto' or a bool")
-        check.number("validation_fraction", 0, 1, low_open=True, high_open=True, none=True)
-        check.number("n_iter_no_change", 1, integer=True)
-        check.number("verbose", 0, integer=True)
-        check.boolean("warm_start")
-        check.random_state("random_state")
+    def validate_params(self):
+        """Check every parameter against the class's ``_parameter_constraints``, then the pairs that must agree.
+
+        ``fit`` calls it first, and ``transform``, ``predict`` and the other inference methods call it again
+        (so that a ``set_params`` after ``fit`` is refused with the same message); the command line calls it
+        before reading any data. Data-dependent checks (a class ``va_map`` does not know, a
+        ``validation_fraction`` too large for the texts, ``perturbation="mask"`` with a tokenizer without a mask
+        token) happen in ``fit``, where the data and the backbone are known.
+
+        Raises
+        ------
+        ValueError
+            Naming the first invalid parameter, what it may be and its value, in scikit-learn's words.
+
+        Examples
+        --------
+        >>> from skcarl import CARLEmbedder
+        >>> CARLEmbedder(temperature=-1).validate_params()
+        Traceback (most recent call last):
+        ...
+        ValueError: The 'temperature' parameter of CARLEmbedder must be a float in the range (0, inf). Got -1 instead.
+        """
+        params = self.get_params(deep=False)
+        validate_parameter_constraints(self._parameter_constraints, params, type(self).__name__)
+        check_saliency_refresh(params)
 
     def _seeds(self) -> tuple[int, np.random.Generator]:
         """A torch seed and a NumPy generator from ``random_state``, without touching global RNGs."""
@@ -324,7 +355,7 @@ class _CARLBase(PersistenceMixin, BaseEstimator):
             raise
 
     def _fit_unguarded(self, X, y) -> None:
-        self._check_params()
+        self.validate_params()
         texts = check_texts(X, min_samples=2, owner=type(self).__name__)
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
@@ -456,7 +487,7 @@ class _CARLBase(PersistenceMixin, BaseEstimator):
         here); ``device`` is not asked to exist on this machine, as inference runs on ``device_``."""
         check_is_fitted(self, "network_")
         with inference_checks():
-            self._check_params()
+            self.validate_params()
 
     def _fitted_network(self):
         """``network_``, compiled again when asked for (the compiled function is never pickled)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 import torch
 from scipy.special import expit, softmax
@@ -11,7 +13,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 
-from ._base import _CARLBase, carl_estimator
+from ._base import HEAD_INITS, _CARLBase, carl_estimator
+from ._param_validation import ClassWeights, Interval, Options, VAPoints
 from .backbone import DEFAULT_BACKBONE
 
 
@@ -80,6 +83,14 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
     (0.98, 0.824)
     """
 
+    _parameter_constraints = {
+        **_CARLBase._parameter_constraints,
+        "va_map": [None, "learn", VAPoints()],
+        "class_weight": [None, "balanced", ClassWeights()],
+        "classification_weight": [Interval(Real, 0, None)],
+        "head_init": [Options(HEAD_INITS)],
+    }
+
     def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, va_map=None, class_weight=None,
                  classification_weight=1.0, head_init="probe", **carl_params):
         super().__init__(model_name_or_path, **carl_params)
@@ -92,14 +103,6 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
-
-    def _check_params(self):
-        super()._check_params()
-        check = self._checker()
-        check.number("classification_weight", 0)
-        check.option("head_init", ("probe", "random"))
-        check.class_weight("class_weight")
-        check.va_map("va_map")
 
     def _prepare_targets(self, y, n_samples, rng):
         prepared, targets = self._class_targets(y, n_samples, rng)

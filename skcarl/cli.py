@@ -73,7 +73,7 @@ def _fit(args) -> int:
         params["random_state"] = args.seed
     estimator.set_params(**params)
     try:
-        estimator._check_params()
+        estimator.validate_params()
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     out = Path(args.out)

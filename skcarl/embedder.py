@@ -7,6 +7,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import _CARLBase, carl_estimator
+from ._param_validation import VAPoints
 from ._warnings import warn
 from .backbone import DEFAULT_BACKBONE
 
@@ -75,13 +76,11 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
         tags.transformer_tags.preserves_dtype = []  # always float32 embeddings, whatever the input
         return tags
 
+    _parameter_constraints = {**_CARLBase._parameter_constraints, "va_map": [None, "learn", VAPoints()]}
+
     def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, va_map=None, **carl_params):
         super().__init__(model_name_or_path, **carl_params)
         self.va_map = va_map
-
-    def _check_params(self):
-        super()._check_params()
-        self._checker().va_map("va_map")
 
     def fit(self, X, y):
         """Fine-tune the encoder with CARL.

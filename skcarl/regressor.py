@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 from sklearn.base import MultiOutputMixin, RegressorMixin
 from sklearn.linear_model import RidgeCV
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 
-from ._base import _CARLBase, carl_estimator
+from ._base import HEAD_INITS, _CARLBase, carl_estimator
+from ._param_validation import Interval, Options
 from .backbone import DEFAULT_BACKBONE
 
 
@@ -62,6 +65,12 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
     True
     """
 
+    _parameter_constraints = {
+        **_CARLBase._parameter_constraints,
+        "regression_weight": [Interval(Real, 0, None)],
+        "head_init": [Options(HEAD_INITS)],
+    }
+
     def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, regression_weight=1.0, head_init="probe",
                  **carl_params):
         super().__init__(model_name_or_path, **carl_params)
@@ -73,11 +82,6 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
         return tags
-
-    def _check_params(self):
-        super()._check_params()
-        self._checker().number("regression_weight", 0)
-        self._checker().option("head_init", ("probe", "random"))
 
     def _prepare_targets(self, y, n_samples, rng):
         prepared = self._continuous_targets(y, n_samples)

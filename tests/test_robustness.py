@@ -11,6 +11,7 @@ import gc
 import io
 import itertools
 import json
+import numbers
 import os
 import pickle
 import shutil
@@ -42,7 +43,8 @@ import skcarl
 import skcarl.regressor
 import skcarl.training
 from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
-from skcarl._validation import ParameterChecker, check_continuous_targets, check_texts
+from skcarl._param_validation import Interval, validate_parameter_constraints
+from skcarl._validation import check_continuous_targets, check_texts
 from skcarl.cli import main as cli_main
 from skcarl.io import InvalidModelError
 from skcarl.network import CARLNetwork
@@ -604,28 +606,21 @@ def test_property_class_anchors_are_scaled_into_the_unit_square(points):
     assert ((scaled >= 0) & (scaled <= 1)).all()
 
 
-class _Owner:
-    def __init__(self, **params):
-        self.params = params
-
-    def get_params(self, deep=False):
-        return self.params
-
-
 @settings(max_examples=200, deadline=None)
 @given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10)),
-       low=st.floats(-5, 5), width=st.floats(0.5, 5), low_open=st.booleans(), high_open=st.booleans())
-def test_property_parameter_ranges(value, low, width, low_open, high_open):
+       low=st.floats(-5, 5), width=st.floats(0.5, 5), closed=st.sampled_from(["both", "left", "right", "neither"]))
+def test_property_parameter_ranges(value, low, width, closed):
     high = low + width
-    check = ParameterChecker(_Owner(p=value))
+    low_open, high_open = closed in ("right", "neither"), closed in ("left", "neither")
+    table = {"p": [Interval(numbers.Real, low, high, closed=closed)]}
     inside = (np.isfinite(value) and (low < value or (not low_open and value == low))
               and (value < high or (not high_open and value == high)))
     if inside:
-        check.number("p", low, high, low_open=low_open, high_open=high_open)
+        validate_parameter_constraints(table, {"p": value}, "Owner")
     else:
-        with pytest.raises(ValueError, match=r"^The 'p' parameter of _Owner must be a float in the range "
+        with pytest.raises(ValueError, match=r"^The 'p' parameter of Owner must be a float in the range "
                                              r"[\[(].*[\])]\. Got .* instead\.$"):
-            check.number("p", low, high, low_open=low_open, high_open=high_open)
+            validate_parameter_constraints(table, {"p": value}, "Owner")
 
 
 # ============================================================================================ CLI fuzz
