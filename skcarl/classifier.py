@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 
 from ._base import HEAD_INITS, _CARLBase, carl_estimator
+from ._fit_targets import class_targets
 from ._param_validation import ClassWeights, Interval, Options, VAPoints
 from .backbone import DEFAULT_BACKBONE
 
@@ -90,6 +91,7 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         "classification_weight": [Interval(Real, 0, None)],
         "head_init": [Options(HEAD_INITS)],
     }
+    _target_attributes = ("classes_", "va_map_", "multilabel_", "class_weight_")
 
     def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, va_map=None, class_weight=None,
                  classification_weight=1.0, head_init="probe", **carl_params):
@@ -105,7 +107,7 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         return tags
 
     def _prepare_targets(self, y, n_samples, rng):
-        prepared, targets = self._class_targets(y, n_samples, rng)
+        prepared, targets = class_targets(y, n_samples, self.va_map, self.va_range, rng)
         if not targets.multilabel and len(targets.classes) < 2:
             raise ValueError(f"CARLClassifier needs at least 2 classes; y holds only {targets.classes.tolist()!r}.")
         if self.warm_start and hasattr(self, "classes_") and not np.array_equal(self.classes_, targets.classes):
@@ -121,7 +123,8 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
             prepared.task_loss = _WeightedCE(weights)
             prepared.task_targets = targets.indices
         prepared.task_weight = self.classification_weight
-        prepared.probe = _LogisticProbe(weights.numpy(), targets.multilabel, len(targets.classes))
+        if self.head_init == "probe":
+            prepared.probe = _LogisticProbe(weights.numpy(), targets.multilabel, len(targets.classes))
         return prepared
 
     def _class_weights(self, targets) -> np.ndarray:
