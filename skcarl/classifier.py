@@ -187,14 +187,33 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
 
     def predict(self, X):
         """Labels from ``classes_``; for multi-label targets a 0/1 indicator matrix (probability ≥ 0.5)."""
-        proba = self.predict_proba(X)
-        if self.multilabel_:
-            return (proba >= 0.5).astype(int)
-        return self.classes_[proba.argmax(1)]
+        return labels_from_proba(self.predict_proba(X), self.classes_, self.multilabel_)
 
     def transform(self, X):
         """The L2-normalised sentence embeddings of the tuned encoder, shape (n_samples, hidden_size)."""
         return self._embed(X)
+
+
+def labels_from_proba(proba, classes, multilabel: bool):
+    """The decision of :meth:`CARLClassifier.predict` from its probabilities: the most probable class of
+    ``classes`` per row, or for multi-label targets a 0/1 indicator matrix (probability >= 0.5).
+
+    For callers that need both the probabilities and the labels from one pass (the command line's predict).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcarl.classifier import labels_from_proba
+    >>> labels_from_proba(np.array([[0.2, 0.8], [0.6, 0.4]]), np.array(["calm", "joy"]), multilabel=False)
+    array(['joy', 'calm'], dtype='<U4')
+    >>> labels_from_proba(np.array([[0.7, 0.5], [0.1, 0.2]]), np.array(["calm", "joy"]), multilabel=True)
+    array([[1, 1],
+           [0, 0]])
+    """
+    proba = np.asarray(proba)
+    if multilabel:
+        return (proba >= 0.5).astype(int)
+    return np.asarray(classes)[proba.argmax(1)]
 
 
 class _WeightedCE:
