@@ -1,4 +1,9 @@
-"""What the CARL estimators share: parameters, validation, the fit driver, transform and pickling."""
+"""What the CARL estimators share: their parameters and constraints, the fit driver as named steps, inference.
+
+Persistence (``save``, ``export``, pickling) is :class:`~skcarl._persistence.PersistenceMixin`, ``explain`` is
+:class:`~skcarl._explanation.ExplainMixin`, and what ``fit`` learns from y is built by each estimator's
+``_prepare_targets`` from :mod:`skcarl._fit_targets`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import inspect
 import math
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -17,11 +22,22 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _ddp
 from ._docs import CARL_ATTRIBUTES, CARL_PARAMETERS
+from ._explanation import ExplainMixin
 from ._finite import check_finite_fit
+from ._fit_targets import PreparedTargets
 from ._oom import reports_oom_retries
+from ._param_validation import (
+    Device,
+    InstanceOf,
+    Interval,
+    Options,
+    PathLike,
+    RangePairs,
+    inference_checks,
+    validate_parameter_constraints,
+)
 from ._persistence import PersistenceMixin
-from ._targets import ClassTargets, check_class_targets
-from ._validation import ParameterChecker, check_continuous_targets, check_texts, inference_checks
+from ._validation import check_texts
 from ._warnings import warn
 from .backbone import DEFAULT_BACKBONE, POOLINGS, load_backbone, max_positions, resolve_pooling
 from .inference import embed_texts, map_texts, map_tokens
@@ -34,18 +50,12 @@ from .training import (
     SALIENCY_REFRESHES,
     CARLTrainer,
     MixedPrecision,
-    SupervisedTask,
     TrainingConfig,
     resolve_device,
     resolve_max_epochs,
 )
 from .va_labels import (
-    ClassAnchors,
-    ContinuousLabels,
     auto_label_temperature,
-    class_anchor_points,
-    resolve_va_range,
-    scale_labels,
 )
 
 # The ranking term's weight under ranking_weight="auto" for continuous labels: on EmoBank dev the probe scores
@@ -64,31 +74,23 @@ def resolve_ranking_weight(ranking_weight, continuous: bool, contrastive_loss: s
     return float(ranking_weight)
 
 
-# Fitted attributes that depend on the kind of y (continuous or classes) and so on the estimator's last fit.
-_TARGET_ATTRIBUTES = {"n_outputs_", "classes_", "va_map_", "multilabel_", "class_weight_", "target_mean_",
-                      "target_scale_", "_y_ndim"}
+# How a supervised head starts: a linear probe on the pretrained features (LP-FT), or PyTorch's initialisation.
+HEAD_INITS = ("probe", "random")
 
 
-@dataclass
-class PreparedTargets:
-    """What ``fit`` learns from y: label rows for L_cont, their points, and an optional supervised task."""
-
-    rows: np.ndarray
-    points: torch.nn.Module
-    fitted: dict
-    n_task_outputs: int = 0
-    task_loss: Callable | None = None
-    task_targets: np.ndarray | None = None
-    task_weight: float = 1.0
-    # (features, targets) -> (weight, bias) of a linear probe that initialises the task head (LP-FT)
-    probe: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
-
-    def task(self, train_idx, val_idx, device) -> SupervisedTask | None:
-        if self.task_loss is None:
-            return None
-        targets = torch.as_tensor(self.task_targets, device=device)
-        return SupervisedTask(self.task_loss, targets[train_idx], self.task_weight,
-                              None if val_idx is None else targets[val_idx])
+def check_saliency_refresh(params) -> None:
+    """``saliency_refresh="cached"`` reuses the previous step's saliency, so no term may need this step's gradient
+    or a clean-versus-perturbed pair of passes."""
+    if params["saliency_refresh"] != "cached":
+        return
+    if params["perturbation"] == "adversarial" and params["detection_weight"]:
+        raise ValueError("saliency_refresh='cached' cannot be combined with perturbation='adversarial': the "
+                         "adversarial shift needs this step's gradient. Use saliency_refresh='step' or a "
+                         "discrete perturbation ('random', 'unigram', 'mask').")
+    if params["perturbed_view_weight"] or params["consistency_weight"]:
+        raise ValueError("saliency_refresh='cached' cannot be combined with perturbed_view_weight > 0 or "
+                         "consistency_weight > 0: those terms compare the perturbed sentence with the clean "
+                         "one, which the cached mode does not encode. Use saliency_refresh='step'.")
 
 
 def carl_estimator(cls):
@@ -110,7 +112,7 @@ def carl_estimator(cls):
     return cls
 
 
-class _CARLBase(PersistenceMixin, BaseEstimator):
+class _CARLBase(PersistenceMixin, ExplainMixin, BaseEstimator):
     """Parameters and machinery of CARL fine-tuning; see :class:`skcarl.CARLEmbedder` for their meaning."""
 
     def __init__(
@@ -201,109 +203,85 @@ class _CARLBase(PersistenceMixin, BaseEstimator):
         tags.non_deterministic = self.random_state is None
         return tags
 
-    def _checker(self) -> ParameterChecker:
-        return ParameterChecker(self)
+    # One entry per parameter of __init__ (tests/test_validation.py checks both ways); a subclass merges its own:
+    # {**_CARLBase._parameter_constraints, "own": [...]}. Checked by validate_params at the top of fit.
+    _parameter_constraints: dict = {
+        "model_name_or_path": [PathLike()],
+        "pooling": [Options(POOLINGS)],
+        "projection_dim": [Interval(Integral, 1, None), None],
+        "contrastive_loss": [Options(CONTRASTIVE_LOSSES)],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "label_temperature": [Interval(Real, 0, None, closed="neither"), "auto"],
+        "ranking_weight": [Interval(Real, 0, None), "auto"],
+        "ranking_temperature": [Interval(Real, 0, None, closed="neither")],
+        "va_range": [None, RangePairs()],
+        "momentum": [Interval(Real, 0, 1)],
+        "queue_size": [Interval(Integral, 0, None)],
+        "saliency": [Options(SALIENCY_MODES)],
+        "token_selection": [Options(TOKEN_SELECTIONS)],
+        "saliency_refresh": [Options(SALIENCY_REFRESHES)],
+        "perturbation": [Options(PERTURBATIONS + (None,))],
+        "perturb_ratio": [Interval(Real, 0, 1, closed="right")],
+        "perturb_eps": [Interval(Real, 0, None, closed="neither")],
+        "detection_weight": [Interval(Real, 0, None)],
+        "perturbed_view_weight": [Interval(Real, 0, None)],
+        "consistency_weight": [Interval(Real, 0, None)],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "head_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None)],
+        "warmup_ratio": [Interval(Real, 0, 1, closed="left")],
+        "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "batch_size": [Interval(Integral, 1, None)],
+        "max_epochs": [Interval(Integral, 1, None), "auto"],
+        "max_length": [Interval(Integral, 2, None)],
+        "device": [Device()],
+        "use_amp": [bool, *AMP_DTYPES],
+        "compile": [bool],
+        "distributed": ["auto", bool],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "n_iter_no_change": [Interval(Integral, 1, None)],
+        "warm_start": [bool],
+        "random_state": [Interval(Integral, 0, 2**32 - 1),
+                         InstanceOf(np.random.RandomState, "a numpy.random.RandomState instance"), None],
+        "verbose": [Interval(Integral, 0, None)],
+    }
 
-    def _check_params(self) -> None:
-        check = self._checker()
-        if not isinstance(self.model_name_or_path, str) and not hasattr(self.model_name_or_path, "__fspath__"):
-            raise check._fail("model_name_or_path", "a str or path-like")
-        check.option("pooling", POOLINGS)
-        check.number("projection_dim", 1, integer=True, none=True)
-        check.option("contrastive_loss", tuple(CONTRASTIVE_LOSSES))
-        check.number("temperature", 0, low_open=True)
-        if not (isinstance(self.label_temperature, str) and self.label_temperature == "auto"):
-            try:
-                check.number("label_temperature", 0, low_open=True)
-            except ValueError:
-                raise check._fail("label_temperature", "a float in the range (0, inf) or 'auto'") from None
-        if not (isinstance(self.ranking_weight, str) and self.ranking_weight == "auto"):
-            try:
-                check.number("ranking_weight", 0)
-            except ValueError:
-                raise check._fail("ranking_weight", "a float in the range [0, inf) or 'auto'") from None
-        check.number("ranking_temperature", 0, low_open=True)
-        check.range_pairs("va_range")
-        check.number("momentum", 0, 1)
-        check.number("queue_size", 0, integer=True)
-        check.option("saliency", SALIENCY_MODES)
-        check.option("token_selection", TOKEN_SELECTIONS)
-        check.option("saliency_refresh", SALIENCY_REFRESHES)
-        check.option("perturbation", PERTURBATIONS + (None,))
-        check.number("perturb_ratio", 0, 1, low_open=True)
-        check.number("perturb_eps", 0, low_open=True)
-        if self.saliency_refresh == "cached" and self.perturbation == "adversarial" and self.detection_weight:
-            raise ValueError("saliency_refresh='cached' cannot be combined with perturbation='adversarial': the "
-                             "adversarial shift needs this step's gradient. Use saliency_refresh='step' or a "
-                             "discrete perturbation ('random', 'unigram', 'mask').")
-        check.number("detection_weight", 0)
-        check.number("perturbed_view_weight", 0)
-        check.number("consistency_weight", 0)
-        if self.saliency_refresh == "cached" and (self.perturbed_view_weight or self.consistency_weight):
-            raise ValueError("saliency_refresh='cached' cannot be combined with perturbed_view_weight > 0 or "
-                             "consistency_weight > 0: those terms compare the perturbed sentence with the clean "
-                             "one, which the cached mode does not encode. Use saliency_refresh='step'.")
-        check.number("learning_rate", 0, low_open=True)
-        check.number("head_learning_rate", 0, low_open=True)
-        check.number("weight_decay", 0)
-        check.number("warmup_ratio", 0, 1, high_open=True)
-        check.number("max_grad_norm", 0, low_open=True, none=True)
-        check.number("batch_size", 1, integer=True)
-        if not (isinstance(self.max_epochs, str) and self.max_epochs == "auto"):
-            try:
-                check.number("max_epochs", 1, integer=True)
-            except (ValueError, TypeError):
-                raise check._fail("max_epochs", "an int in the range [1, inf) or 'auto'") from None
-        check.number("max_length", 2, integer=True)
-        check.device("device")
-        if not (isinstance(self.use_amp, (bool, np.bool_)) or (isinstance(self.use_amp, str)
-                                                                 and self.use_amp in AMP_DTYPES)):
-            raise check._fail("use_amp", "a bool, 'bfloat16' or 'float16'")
-        check.boolean("compile")
-        if not (isinstance(self.distributed, (bool, np.bool_)) or (isinstance(self.distributed, str)
-                                                                   and self.distributed == "auto")):
-            raise check._fail("distributed", "'auto' or a bool")
-        check.number("validation_fraction", 0, 1, low_open=True, high_open=True, none=True)
-        check.number("n_iter_no_change", 1, integer=True)
-        check.number("verbose", 0, integer=True)
-        check.boolean("warm_start")
-        check.random_state("random_state")
+    def validate_params(self):
+        """Check every parameter against the class's ``_parameter_constraints``, then the pairs that must agree.
 
-    def _seeds(self) -> tuple[int, np.random.Generator]:
-        """A torch seed and a NumPy generator from ``random_state``, without touching global RNGs."""
-        if self.random_state is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-        else:
-            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        return seed, np.random.default_rng(seed)
+        ``fit`` calls it first, and ``transform``, ``predict`` and the other inference methods call it again
+        (so that a ``set_params`` after ``fit`` is refused with the same message); the command line calls it
+        before reading any data. Data-dependent checks (a class ``va_map`` does not know, a
+        ``validation_fraction`` too large for the texts, ``perturbation="mask"`` with a tokenizer without a mask
+        token) happen in ``fit``, where the data and the backbone are known.
+
+        Raises
+        ------
+        ValueError
+            Naming the first invalid parameter, what it may be and its value, in scikit-learn's words.
+
+        Examples
+        --------
+        >>> from skcarl import CARLEmbedder
+        >>> CARLEmbedder(temperature=-1).validate_params()
+        Traceback (most recent call last):
+        ...
+        ValueError: The 'temperature' parameter of CARLEmbedder must be a float in the range (0, inf). Got -1 instead.
+        """
+        params = self.get_params(deep=False)
+        validate_parameter_constraints(self._parameter_constraints, params, type(self).__name__)
+        check_saliency_refresh(params)
 
     # ------------------------------------------------------------------ what each estimator learns from y
+    # Fitted attributes that a subclass adds and that depend on the kind of y: a refit drops those of the
+    # previous fit before publishing its own, and skcarl.io saves the private ones (names without a final "_").
+    _target_attributes: tuple[str, ...] = ()
+
     def _prepare_targets(self, y, n_samples: int, rng: np.random.Generator) -> PreparedTargets:
         """Label rows for L_cont, how they map to points, and the supervised task (if any)."""
         raise NotImplementedError
 
-    def _continuous_targets(self, y, n_samples: int) -> PreparedTargets:
-        """Continuous labels (valence, arousal, ...): scaled to [0, 1] per column, their own points."""
-        y = check_continuous_targets(y, n_samples)
-        low, high = resolve_va_range(y, self.va_range)
-        for col in np.flatnonzero(high <= low):
-            warn(f"Label column {col} is constant; it cannot order the texts.")
-        return PreparedTargets(rows=scale_labels(y, low, high), points=ContinuousLabels(),
-                               fitted={"label_min_": low, "label_max_": high, "n_outputs_": y.shape[1]})
-
-    def _class_targets(self, y, n_samples: int, rng: np.random.Generator) -> tuple[PreparedTargets, ClassTargets]:
-        """Class labels placed on the VA plane by ``va_map`` (the VA labeling system)."""
-        targets = check_class_targets(y, n_samples)
-        classes = targets.classes.tolist()
-        raw, anchors, low, high = class_anchor_points(classes, self.va_map, self.va_range, rng)
-        points = ClassAnchors(torch.from_numpy(anchors), learn=self.va_map == "learn")
-        va_map = {c: tuple(float(v) for v in point) for c, point in zip(classes, raw)}
-        prepared = PreparedTargets(rows=targets.membership, points=points,
-                                   fitted={"classes_": targets.classes, "va_map_": va_map,
-                                           "label_min_": low, "label_max_": high})
-        return prepared, targets
-
-    # ------------------------------------------------------------------ fit
+    # ------------------------------------------------------------------ fit, as named steps
     def _fit_carl(self, X, y) -> None:
         """Validate, then fine-tune the encoder with CARL (and the task head, if any) on texts ``X``.
 
@@ -324,101 +302,80 @@ class _CARLBase(PersistenceMixin, BaseEstimator):
             raise
 
     def _fit_unguarded(self, X, y) -> None:
-        self._check_params()
+        """The steps of ``fit``; each is a method a subclass may override."""
+        texts = self._check_fit_inputs(X, y)
+        run = self._initialize_run()
+        started = time.perf_counter()
+        with torch.random.fork_rng(devices=run.fork_devices):
+            torch.manual_seed(run.seed)
+            prepared = self._prepare_targets(y, len(texts), run.rng)
+            if run.parallel is not None:
+                run.parallel.check_same("texts or labels", _data_checksum(texts, prepared.rows))
+            tokenizer, network = self._initialize_network(prepared.n_task_outputs)
+            max_tokens = self._max_tokens(network)
+            tokens = tokenize(tokenizer, texts, max_tokens)
+            _warn_truncated(tokens.n_truncated, len(texts), self.max_length, max_tokens)
+            train_idx, val_idx = self._validation_split(len(texts), run.rng)
+            train_tokens = tokens.subset(train_idx)
+            self._initialize_head(network, tokenizer, train_tokens, prepared, train_idx, run.device)
+            settings = self._resolve_settings(prepared, train_idx, run)
+            trainer = self._initialize_trainer(network, tokenizer, train_tokens, prepared, settings, train_idx,
+                                               val_idx, run)
+            if run.parallel is not None:  # dropout and perturbations differ between ranks, as their data do
+                torch.manual_seed(run.seed + run.parallel.rank)
+            validation = None if val_idx is None else (tokens.subset(val_idx), prepared.rows[val_idx])
+            history = trainer.fit(train_tokens, prepared.rows[train_idx], run.rng, validation)
+            check_finite_fit(self, trainer.network, tokenizer, texts, max_length=max_tokens, device=run.device)
+        fitted = dict(prepared.fitted, **prepared.learned_attributes(), **settings,
+                      **_training_record(trainer, history, validation is not None),
+                      network_=trainer.network, encoder_=trainer.network.encoder, tokenizer_=tokenizer,
+                      device_=run.device, fit_time_=time.perf_counter() - started, n_samples_fit_=len(train_idx))
+        self._publish(fitted)
+
+    def _check_fit_inputs(self, X, y) -> list[str]:
+        """The parameters (:meth:`validate_params`), then the texts; y is checked by ``_prepare_targets``."""
+        self.validate_params()
         texts = check_texts(X, min_samples=2, owner=type(self).__name__)
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
+        return texts
+
+    def _initialize_run(self) -> _Run:
+        """The device, the data-parallel group (under torchrun) and the seeds of this fit."""
         distributed = self.distributed if isinstance(self.distributed, str) else bool(self.distributed)
         parallel, device = _ddp.setup(distributed, resolve_device(self.device))
         seed, rng = self._seeds()
         if parallel is not None:  # one seed for all ranks: the same split, label temperature and permutations
             seed = parallel.broadcast_int(seed)
             rng = np.random.default_rng(seed)
-        world_size = 1 if parallel is None else parallel.world_size
-        started = time.perf_counter()
-        fork_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(seed)
-            prepared = self._prepare_targets(y, len(texts), rng)
-            if parallel is not None:
-                parallel.check_same("texts or labels", _data_checksum(texts, prepared.rows))
-            tokenizer, network = self._initial_network(prepared.n_task_outputs)
-            if self.compile:
-                network.compile_encoder()
-            if self.perturbation == "mask" and self._perturbs() and tokenizer.mask_token_id is None:
-                raise ValueError("perturbation='mask' needs a tokenizer with a mask token; this backbone has "
-                                 "none. Use perturbation='random'.")
-            max_tokens = self._max_tokens(network)
-            tokens = tokenize(tokenizer, texts, max_tokens)
-            _warn_truncated(tokens.n_truncated, len(texts), self.max_length, max_tokens)
-            train_idx, val_idx = self._validation_split(len(texts), rng)
-            train_tokens = tokens.subset(train_idx)
-            if prepared.probe is not None and self.head_init == "probe" and network.task_head is not None \
-                    and network is not getattr(self, "network_", None):
-                _initialise_head_by_probe(network.to(device), train_tokens, prepared.probe,
-                                          prepared.task_targets[train_idx], tokenizer.pad_token_id,
-                                          self.batch_size, device)
-            label_temperature = self._label_temperature(prepared, train_idx, rng)
-            ranking_weight = resolve_ranking_weight(self.ranking_weight, isinstance(prepared.points, ContinuousLabels),
-                                                    self.contrastive_loss)
-            # a step's batch is batch_size texts per rank
-            queue_size = min(self.queue_size, max(len(train_idx) - self.batch_size * world_size, 0))
-            max_epochs = resolve_max_epochs(self.max_epochs, len(train_idx), self.batch_size * world_size)
-            trainer = CARLTrainer(
-                network,
-                self._training_config(label_temperature, ranking_weight, queue_size, max_epochs),
-                device,
-                self._make_perturber(tokenizer, train_tokens),
-                label_points=prepared.points,
-                label_dim=prepared.rows.shape[1],
-                steps_per_epoch=math.ceil(len(train_idx) / (self.batch_size * world_size)),
-                pad_id=tokenizer.pad_token_id,
-                task=prepared.task(train_idx, val_idx, device),
-                parallel=parallel,
-            )
-            if parallel is not None:  # dropout and perturbations differ between ranks, as their data do
-                torch.manual_seed(seed + parallel.rank)
-            validation = None if val_idx is None else (tokens.subset(val_idx), prepared.rows[val_idx])
-            history = trainer.fit(train_tokens, prepared.rows[train_idx], rng, validation)
-            check_finite_fit(self, trainer.network, tokenizer, texts, max_length=max_tokens, device=device)
+        return _Run(parallel, device, seed, rng)
 
-        fitted = dict(prepared.fitted, network_=trainer.network, encoder_=trainer.network.encoder,
-                      tokenizer_=tokenizer, device_=device)
-        if isinstance(prepared.points, ClassAnchors) and prepared.points.anchors.requires_grad:
-            low, span = fitted["label_min_"], fitted["label_max_"] - fitted["label_min_"]
-            anchors = prepared.points.anchors.detach().cpu().numpy().astype(np.float64)
-            fitted["va_map_"] = {c: tuple(float(v) for v in low + a * span)
-                                 for c, a in zip(fitted["classes_"].tolist(), anchors)}
-        fitted.update(
-            label_temperature_=label_temperature, ranking_weight_=ranking_weight, queue_size_=queue_size,
-            max_epochs_=max_epochs, history_=history,
-            loss_curve_=[record["loss"] for record in history],
-            validation_scores_=[r["validation_loss"] for r in history] if validation is not None else None,
-            best_epoch_=trainer.best_epoch, n_iter_=len(history), fit_time_=time.perf_counter() - started,
-            n_samples_fit_=len(train_idx),
-        )
-        # One assignment, so that an interrupt cannot leave a mix of two fits. A refit on another kind of y
-        # drops the previous kind's attributes (classes_ after continuous targets, ...).
-        self.__dict__ = {**{k: v for k, v in vars(self).items() if k not in _TARGET_ATTRIBUTES}, **fitted}
+    def _seeds(self) -> tuple[int, np.random.Generator]:
+        """A torch seed and a NumPy generator from ``random_state``, without touching global RNGs."""
+        if self.random_state is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        else:
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        return seed, np.random.default_rng(seed)
 
-    def _initial_network(self, n_task_outputs: int):
+    def _initialize_network(self, n_task_outputs: int):
         """A fresh backbone with new heads, or, with ``warm_start``, the fitted network to train on."""
         if self.warm_start and hasattr(self, "network_"):
             head = self.network_.task_head
             if (head.out_features if head is not None else 0) != n_task_outputs:
                 raise ValueError("warm_start=True needs the same outputs (classes or target columns) as the "
                                  "previous fit; set warm_start=False to start afresh.")
-            return self.tokenizer_, self.network_
-        tokenizer, encoder = load_backbone(self.model_name_or_path)
-        pooling = resolve_pooling(self.pooling, self.model_name_or_path)
-        return tokenizer, CARLNetwork(encoder, self.projection_dim, pooling, n_task_outputs)
-
-    def _label_temperature(self, prepared: PreparedTargets, train_idx, rng) -> float:
-        if self.label_temperature != "auto":
-            return float(self.label_temperature)
-        with torch.no_grad():
-            points = prepared.points(torch.from_numpy(prepared.rows[train_idx])).numpy()
-        return auto_label_temperature(points, rng)
+            tokenizer, network = self.tokenizer_, self.network_
+        else:
+            tokenizer, encoder = load_backbone(self.model_name_or_path)
+            pooling = resolve_pooling(self.pooling, self.model_name_or_path)
+            network = CARLNetwork(encoder, self.projection_dim, pooling, n_task_outputs)
+        if self.compile:
+            network.compile_encoder()
+        if self.perturbation == "mask" and self._perturbs() and tokenizer.mask_token_id is None:
+            raise ValueError("perturbation='mask' needs a tokenizer with a mask token; this backbone has "
+                             "none. Use perturbation='random'.")
+        return tokenizer, network
 
     def _validation_split(self, n: int, rng: np.random.Generator):
         if self.validation_fraction is None:
@@ -430,11 +387,49 @@ class _CARLBase(PersistenceMixin, BaseEstimator):
         order = rng.permutation(n)
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
-    def _training_config(self, label_temperature: float, ranking_weight: float, queue_size: int,
-                         max_epochs: int) -> TrainingConfig:
-        return TrainingConfig.from_params(self.get_params(deep=False), label_temperature=label_temperature,
-                                          ranking_weight=ranking_weight, queue_size=queue_size,
-                                          max_epochs=max_epochs)
+    def _initialize_head(self, network, tokenizer, train_tokens, prepared: PreparedTargets, train_idx, device):
+        """Start a new task head at the linear probe that ``_prepare_targets`` chose (LP-FT), if any; a
+        warm-started network keeps its trained head."""
+        if prepared.probe is None or network.task_head is None or network is getattr(self, "network_", None):
+            return
+        _initialise_head_by_probe(network.to(device), train_tokens, prepared.probe, prepared.task_targets[train_idx],
+                                  tokenizer.pad_token_id, self.batch_size, device)
+
+    def _resolve_settings(self, prepared: PreparedTargets, train_idx, run: _Run) -> dict:
+        """The values that the "auto" parameters and the data size give, as fitted attributes."""
+        if self.label_temperature == "auto":
+            with torch.no_grad():
+                points = prepared.points(torch.from_numpy(prepared.rows[train_idx])).numpy()
+            label_temperature = auto_label_temperature(points, run.rng)
+        else:
+            label_temperature = float(self.label_temperature)
+        step_batch = self.batch_size * run.world_size  # a step's batch is batch_size texts per rank
+        return {
+            "label_temperature_": label_temperature,
+            "ranking_weight_": resolve_ranking_weight(self.ranking_weight, prepared.continuous, self.contrastive_loss),
+            "queue_size_": min(self.queue_size, max(len(train_idx) - step_batch, 0)),
+            "max_epochs_": resolve_max_epochs(self.max_epochs, len(train_idx), step_batch),
+        }
+
+    def _initialize_trainer(self, network, tokenizer, train_tokens, prepared: PreparedTargets, settings: dict,
+                            train_idx, val_idx, run: _Run) -> CARLTrainer:
+        resolved = {name.rstrip("_"): value for name, value in settings.items()}  # named as their parameters
+        config = TrainingConfig.from_params(self.get_params(deep=False), **resolved)
+        return CARLTrainer(
+            network, config, run.device, self._make_perturber(tokenizer, train_tokens),
+            label_points=prepared.points,
+            label_dim=prepared.rows.shape[1],
+            steps_per_epoch=math.ceil(len(train_idx) / (self.batch_size * run.world_size)),
+            pad_id=tokenizer.pad_token_id,
+            task=prepared.task(train_idx, val_idx, run.device),
+            parallel=run.parallel,
+        )
+
+    def _publish(self, fitted: dict) -> None:
+        """One assignment, so that an interrupt cannot leave a mix of two fits. A refit on another kind of y
+        drops the previous kind's attributes (classes_ after continuous targets, ...)."""
+        dropped = set(self._target_attributes)
+        self.__dict__ = {**{k: v for k, v in vars(self).items() if k not in dropped}, **fitted}
 
     def _perturbs(self) -> bool:
         """Whether a term reads perturbed sentences: L_det, or an adversarial term."""
@@ -456,7 +451,7 @@ class _CARLBase(PersistenceMixin, BaseEstimator):
         here); ``device`` is not asked to exist on this machine, as inference runs on ``device_``."""
         check_is_fitted(self, "network_")
         with inference_checks():
-            self._check_params()
+            self.validate_params()
 
     def _fitted_network(self):
         """``network_``, compiled again when asked for (the compiled function is never pickled)."""
@@ -493,36 +488,6 @@ class _CARLBase(PersistenceMixin, BaseEstimator):
         _warn_truncated(n_truncated, len(texts), self.max_length, self._max_tokens(network))
         return outputs
 
-    def explain(self, texts, target=None, **kwargs):
-        """Per-word saliency ‖∂f/∂E_t‖₂ of the model's output on ``texts``, the signal CARL trains with.
-
-        f is each predicted target (regressor), the logit of the predicted or named class (classifier), or
-        the whole embedding (embedder, by seeded random projections). See :func:`skcarl.explain.explain`
-        for the parameters and the columns of the table.
-
-        Parameters
-        ----------
-        texts : sequence of str
-        target : None, int, str or class label, default=None
-        **kwargs
-            ``n_projections`` and ``random_state`` (embedder only).
-
-        Returns
-        -------
-        pandas.DataFrame
-            Columns ``text_id``, ``word_id``, ``word``, ``saliency``, ``saliency_share``, ``target``.
-
-        Examples
-        --------
-        >>> from skcarl import CARLRegressor
-        >>> reg = CARLRegressor(va_range=(1, 9), max_epochs=1).fit(texts, va)  # doctest: +SKIP
-        >>> reg.explain(["What a wonderful day"], target=0).word.tolist()  # doctest: +SKIP
-        ['What', 'a', 'wonderful', 'day']
-        """
-        from .explain import explain
-
-        return explain(self, texts, target, **kwargs)
-
 
 def _data_checksum(texts, rows: np.ndarray) -> int:
     """A digest of the training data that is the same in every process (``hash`` of a str is salted)."""
@@ -530,6 +495,30 @@ def _data_checksum(texts, rows: np.ndarray) -> int:
     for text in texts:
         digest = zlib.crc32(text.encode("utf-8", "surrogatepass"), digest)
     return zlib.crc32(np.ascontiguousarray(rows, dtype=np.float64).tobytes(), digest)
+
+
+@dataclass
+class _Run:
+    """Where and with which seeds one fit runs."""
+
+    parallel: object
+    device: torch.device
+    seed: int
+    rng: np.random.Generator
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.parallel is None else self.parallel.world_size
+
+    @property
+    def fork_devices(self) -> list[int]:
+        return [self.device.index or 0] if self.device.type == "cuda" else []
+
+
+def _training_record(trainer: CARLTrainer, history: list[dict], validated: bool) -> dict:
+    return {"history_": history, "loss_curve_": [record["loss"] for record in history],
+            "validation_scores_": [r["validation_loss"] for r in history] if validated else None,
+            "best_epoch_": trainer.best_epoch, "n_iter_": len(history)}
 
 
 def _warn_truncated(n_truncated: int, n_texts: int, max_length: int, limit: int | None = None) -> None:

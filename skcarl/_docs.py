@@ -127,8 +127,10 @@ CARL_PARAMETERS = """\
         ``True`` requires such a launch; ``False`` trains this process alone (e.g. one search per rank).
         See the "Scaling out" guide.
     validation_fraction : float in (0, 1) or None, default=None
-        Hold out this fraction of the texts; after every epoch their contrastive loss is measured, training
-        stops after ``n_iter_no_change`` epochs without improvement, and the best epoch's weights are kept.
+        Hold out this fraction of the texts; after every epoch their loss is measured (the prediction head's loss,
+        mean squared error or cross-entropy, for the regressor and the classifier; the contrastive loss of the
+        held-out texts for the embedder), training stops after ``n_iter_no_change`` epochs without
+        improvement, and the best epoch's weights are kept.
     n_iter_no_change : int, default=2
         Patience of early stopping (used only with ``validation_fraction``).
     warm_start : bool, default=False

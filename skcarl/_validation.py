@@ -1,34 +1,13 @@
-"""Input and parameter checks with scikit-learn's wording, raised in ``fit`` (never in ``__init__``)."""
+"""Checks of the data (texts and continuous targets) with scikit-learn's wording; the parameters' are in
+:mod:`skcarl._param_validation`, class targets in :mod:`skcarl._targets`."""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import numbers
 from collections.abc import Mapping, Set
 
 import numpy as np
 
-from ._devices import parse_device, resolve_device
-
-# The largest magnitude a float32 holds: the network computes in float32, so a target or a va_map point beyond
-# it (or a span between two values beyond it) cannot be represented in training.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-# Whether parameter checks may look at the machine (is this device here?). Inference runs on the fitted
-# device_, so it checks the device parameter for what no machine could use, not for what this one lacks.
-_machine_checks = contextvars.ContextVar("skcarl_machine_checks", default=True)
-
-
-@contextlib.contextmanager
-def inference_checks():
-    """Within this block, :class:`ParameterChecker` checks ``device`` without asking whether this machine has
-    it: a model fitted or saved on a GPU predicts on the device it was loaded to, whatever its parameter says."""
-    token = _machine_checks.set(False)
-    try:
-        yield
-    finally:
-        _machine_checks.reset(token)
+from ._param_validation import FLOAT32_MAX
 
 
 def check_texts(X, name: str = "X", *, min_samples: int = 1, owner: str | None = None) -> list[str]:
@@ -126,126 +105,3 @@ def check_continuous_targets(y, n_samples: int) -> np.ndarray:
                          f"below {FLOAT32_MAX / 2:.3g}); the first is y[{row}, {col}] = {float(arr[row, col])!r}. "
                          "Rescale y, e.g. divide it by a power of ten or take its logarithm.")
     return arr
-
-
-class ParameterChecker:
-    """Checks one estimator's parameters, naming the estimator in each message."""
-
-    def __init__(self, estimator):
-        self.owner = type(estimator).__name__
-        self.params = estimator.get_params(deep=False)
-
-    def _fail(self, name, expected):
-        value = self.params[name]
-        return ValueError(f"The '{name}' parameter of {self.owner} must be {expected}. Got {value!r} instead.")
-
-    def number(self, name, low=None, high=None, *, low_open=False, high_open=False, integer=False, none=False):
-        value = self.params[name]
-        if value is None and none:
-            return
-        kind = numbers.Integral if integer else numbers.Real
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        expected = (f"{'an int' if integer else 'a float'} in the range "
-                    f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}")
-        if none:
-            expected += " or None"
-        if isinstance(value, bool) or not isinstance(value, kind) or not _finite(value):
-            raise self._fail(name, expected)
-        if low is not None and (value < low or (low_open and value == low)):
-            raise self._fail(name, expected)
-        if high is not None and (value > high or (high_open and value == high)):
-            raise self._fail(name, expected)
-
-    def option(self, name, options):
-        value = self.params[name]  # compared as str or None only: an array or a number is never an option
-        if not ((value is None and None in options) or (isinstance(value, str) and value in options)):
-            raise self._fail(name, "one of " + ", ".join(repr(o) for o in options))
-
-    def boolean(self, name):
-        if not isinstance(self.params[name], (bool, np.bool_)):
-            raise self._fail(name, "a bool")
-
-    def range_pairs(self, name):
-        """None, ``(low, high)`` or an array of shape (n, 2) of finite numbers with low < high in every row."""
-        value = self.params[name]
-        if value is None:
-            return
-        expected = "None, (low, high) or an array of shape (n_outputs, 2), of finite numbers with low < high"
-        if isinstance(value, (str, bytes)):
-            raise self._fail(name, expected)
-        try:
-            bounds = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise self._fail(name, expected) from None
-        if bounds.shape != (2,) and not (bounds.ndim == 2 and bounds.shape[1] == 2 and len(bounds)):
-            raise self._fail(name, expected)
-        bounds = bounds.reshape(-1, 2)
-        if not np.isfinite(bounds).all() or not (bounds[:, 0] < bounds[:, 1]).all():
-            raise self._fail(name, expected)
-
-    def device(self, name="device"):
-        """A device this machine can run on (:func:`skcarl._devices.resolve_device`, the check that
-        :func:`skcarl.load` and the command line use too); inside :func:`inference_checks`, a device that
-        some machine could run on."""
-        value = self.params[name]
-        check = resolve_device if _machine_checks.get() else parse_device
-        try:
-            check(value)
-        except (TypeError, ValueError) as exc:
-            raise self._fail(name, "'auto', None, an int CUDA ordinal, or a device string or torch.device of a "
-                                   f"device this machine has: {str(exc).rstrip('.')}") from None
-
-    def class_weight(self, name="class_weight"):
-        """None, "balanced", or a mapping {class: weight} of finite weights >= 0 (a float32 must hold them)."""
-        value = self.params[name]
-        if value is None or (isinstance(value, str) and value == "balanced"):
-            return
-        expected = "None, 'balanced' or a dict {class: weight} of finite numbers >= 0"
-        if not isinstance(value, Mapping) or not value:
-            raise self._fail(name, expected)
-        for weight in value.values():
-            if not _real(weight) or not 0 <= weight <= FLOAT32_MAX:
-                raise self._fail(name, expected)
-
-    def va_map(self, name="va_map"):
-        """None, "learn", or a non-empty mapping {label: point}: every point a sequence of finite numbers (or
-        one number), all of one length."""
-        value = self.params[name]
-        if value is None or (isinstance(value, str) and value == "learn"):
-            return
-        expected = ("None, 'learn' or a dict {label: (valence, arousal, ...)} whose points are finite numbers, "
-                    "all of one length")
-        if not isinstance(value, Mapping) or not value:
-            raise self._fail(name, expected)
-        lengths = set()
-        for point in value.values():
-            coordinates = [point] if _real(point) else point
-            if isinstance(coordinates, (str, bytes, Mapping, Set)) or not hasattr(coordinates, "__len__") \
-                    or getattr(coordinates, "ndim", 1) != 1 or len(coordinates) == 0:
-                raise self._fail(name, expected)
-            if not all(_real(v) and abs(v) <= FLOAT32_MAX / 2 for v in coordinates):
-                raise self._fail(name, expected)
-            lengths.add(len(coordinates))
-        if len(lengths) > 1:
-            raise self._fail(name, expected)
-
-    def random_state(self, name="random_state"):
-        value = self.params[name]
-        if value is None or isinstance(value, np.random.RandomState):
-            return
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= 2**32 - 1:
-            return
-        raise self._fail(name, "an int in the range [0, 4294967295], a numpy.random.RandomState instance or None")
-
-
-def _real(value) -> bool:
-    """A finite real number, not a bool (NumPy scalars included)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and _finite(value)
-
-
-def _finite(value) -> bool:
-    try:
-        return bool(np.isfinite(float(value)))
-    except OverflowError:  # an int too large for a float
-        return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 import torch
 from scipy.special import expit, softmax
@@ -11,7 +13,9 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 
-from ._base import _CARLBase, carl_estimator
+from ._base import HEAD_INITS, _CARLBase, carl_estimator
+from ._fit_targets import class_targets
+from ._param_validation import ClassWeights, Interval, Options, VAPoints
 from .backbone import DEFAULT_BACKBONE
 
 
@@ -80,6 +84,15 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
     (0.98, 0.824)
     """
 
+    _parameter_constraints = {
+        **_CARLBase._parameter_constraints,
+        "va_map": [None, "learn", VAPoints()],
+        "class_weight": [None, "balanced", ClassWeights()],
+        "classification_weight": [Interval(Real, 0, None)],
+        "head_init": [Options(HEAD_INITS)],
+    }
+    _target_attributes = ("classes_", "va_map_", "multilabel_", "class_weight_")
+
     def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, va_map=None, class_weight=None,
                  classification_weight=1.0, head_init="probe", **carl_params):
         super().__init__(model_name_or_path, **carl_params)
@@ -93,16 +106,8 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         tags.classifier_tags.multi_label = True
         return tags
 
-    def _check_params(self):
-        super()._check_params()
-        check = self._checker()
-        check.number("classification_weight", 0)
-        check.option("head_init", ("probe", "random"))
-        check.class_weight("class_weight")
-        check.va_map("va_map")
-
     def _prepare_targets(self, y, n_samples, rng):
-        prepared, targets = self._class_targets(y, n_samples, rng)
+        prepared, targets = class_targets(y, n_samples, self.va_map, self.va_range, rng)
         if not targets.multilabel and len(targets.classes) < 2:
             raise ValueError(f"CARLClassifier needs at least 2 classes; y holds only {targets.classes.tolist()!r}.")
         if self.warm_start and hasattr(self, "classes_") and not np.array_equal(self.classes_, targets.classes):
@@ -118,7 +123,8 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
             prepared.task_loss = _WeightedCE(weights)
             prepared.task_targets = targets.indices
         prepared.task_weight = self.classification_weight
-        prepared.probe = _LogisticProbe(weights.numpy(), targets.multilabel, len(targets.classes))
+        if self.head_init == "probe":
+            prepared.probe = _LogisticProbe(weights.numpy(), targets.multilabel, len(targets.classes))
         return prepared
 
     def _class_weights(self, targets) -> np.ndarray:
@@ -181,14 +187,33 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
 
     def predict(self, X):
         """Labels from ``classes_``; for multi-label targets a 0/1 indicator matrix (probability ≥ 0.5)."""
-        proba = self.predict_proba(X)
-        if self.multilabel_:
-            return (proba >= 0.5).astype(int)
-        return self.classes_[proba.argmax(1)]
+        return labels_from_proba(self.predict_proba(X), self.classes_, self.multilabel_)
 
     def transform(self, X):
         """The L2-normalised sentence embeddings of the tuned encoder, shape (n_samples, hidden_size)."""
         return self._embed(X)
+
+
+def labels_from_proba(proba, classes, multilabel: bool):
+    """The decision of :meth:`CARLClassifier.predict` from its probabilities: the most probable class of
+    ``classes`` per row, or for multi-label targets a 0/1 indicator matrix (probability >= 0.5).
+
+    For callers that need both the probabilities and the labels from one pass (the command line's predict).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcarl.classifier import labels_from_proba
+    >>> labels_from_proba(np.array([[0.2, 0.8], [0.6, 0.4]]), np.array(["calm", "joy"]), multilabel=False)
+    array(['joy', 'calm'], dtype='<U4')
+    >>> labels_from_proba(np.array([[0.7, 0.5], [0.1, 0.2]]), np.array(["calm", "joy"]), multilabel=True)
+    array([[1, 1],
+           [0, 0]])
+    """
+    proba = np.asarray(proba)
+    if multilabel:
+        return (proba >= 0.5).astype(int)
+    return np.asarray(classes)[proba.argmax(1)]
 
 
 class _WeightedCE:

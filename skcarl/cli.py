@@ -73,7 +73,7 @@ def _fit(args) -> int:
         params["random_state"] = args.seed
     estimator.set_params(**params)
     try:
-        estimator._check_params()
+        estimator.validate_params()
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     out = Path(args.out)
@@ -85,8 +85,7 @@ def _fit(args) -> int:
     if args.va_cols:
         y = _numeric_columns(data, args.va_cols, args.data)
     elif args.label_sep is not None:
-        y = [[label.strip() for label in row.split(args.label_sep) if label.strip()]
-             for row in _label_column(data, args.label_col, args.data, allow_empty=True)]
+        y = _split_labels(_label_column(data, args.label_col, args.data, allow_empty=True), args.label_sep)
     else:
         y = _label_column(data, args.label_col, args.data)
     estimator.fit(texts, y)
@@ -166,15 +165,14 @@ def _evaluate(args) -> int:
                 raise UsageError("this classifier is multi-label, and the command line reads multi-label truth "
                                  "only from one column of separated labels: pass --label-sep (e.g. ',') so "
                                  f"that column {label_col!r} is split. Indicator columns are not supported.")
-            truth = [[label.strip() for label in row.split(sep) if label.strip()]
-                     for row in _label_column(data, label_col, args.data, allow_empty=True)]
+            truth = _split_labels(_label_column(data, label_col, args.data, allow_empty=True), sep)
         else:
             truth = _label_column(data, label_col, args.data)
-        proba = _in_chunks(estimator.predict_proba, texts, quiet=args.quiet, desc="predicting")
+        predicted = _in_chunks(estimator.predict, texts, quiet=args.quiet, desc="predicting")
         if estimator.multilabel_:
-            rows = _multilabel_metrics(truth, proba >= 0.5, estimator.classes_)
+            rows = _multilabel_metrics(truth, predicted, estimator.classes_)
         else:
-            rows = _classification_metrics(truth, estimator.classes_[proba.argmax(1)])
+            rows = _classification_metrics(truth, predicted)
     source = "stdin" if args.data == "-" else args.data
     print(f"{name} from {args.model} on {len(texts)} texts of {source}")
     print()
@@ -337,6 +335,11 @@ def _label_column(data, column: str, path: str, allow_empty: bool = False) -> li
     return labels
 
 
+def _split_labels(cells, sep: str) -> list[list[str]]:
+    """Multi-label truth from one column of separated labels: ``"joy, love"`` -> ``["joy", "love"]``."""
+    return [[label.strip() for label in cell.split(sep) if label.strip()] for cell in cells]
+
+
 def _check_model_out(out: Path) -> None:
     """Refuse to write a model over a file, or into a folder that holds something else than a model."""
     if out.is_file():
@@ -424,7 +427,6 @@ def _in_chunks(fn, texts, *, quiet: bool, desc: str):
 
 
 def _prediction_table(estimator, texts, quiet):
-    import numpy as np
     import pandas as pd
 
     meta = _metadata(estimator)
@@ -434,13 +436,16 @@ def _prediction_table(estimator, texts, quiet):
         if len(names) != predictions.shape[1]:
             names = [f"target_{j}" for j in range(predictions.shape[1])]
         return pd.DataFrame(predictions, columns=list(names))
+    from .classifier import labels_from_proba
+
     proba = _in_chunks(estimator.predict_proba, texts, quiet=quiet, desc="predicting")
     classes = [str(c) for c in estimator.classes_]
+    predicted = labels_from_proba(proba, estimator.classes_, estimator.multilabel_)  # predict's rule, one pass
     if estimator.multilabel_:
         sep = meta.get("label_sep") or ","
-        labels = [sep.join(c for c, on in zip(classes, row) if on) for row in proba >= 0.5]
+        labels = [sep.join(c for c, on in zip(classes, row) if on) for row in predicted]
     else:
-        labels = [classes[i] for i in np.argmax(proba, axis=1)]
+        labels = [str(label) for label in predicted]
     table = pd.DataFrame({"label": labels})
     for j, c in enumerate(classes):
         table[f"proba_{c}"] = proba[:, j]

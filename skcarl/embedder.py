@@ -7,6 +7,8 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import _CARLBase, carl_estimator
+from ._fit_targets import class_targets, continuous_targets
+from ._param_validation import VAPoints
 from ._warnings import warn
 from .backbone import DEFAULT_BACKBONE
 
@@ -75,13 +77,12 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
         tags.transformer_tags.preserves_dtype = []  # always float32 embeddings, whatever the input
         return tags
 
+    _parameter_constraints = {**_CARLBase._parameter_constraints, "va_map": [None, "learn", VAPoints()]}
+    _target_attributes = ("n_outputs_", "classes_", "va_map_")  # continuous labels, or classes
+
     def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, va_map=None, **carl_params):
         super().__init__(model_name_or_path, **carl_params)
         self.va_map = va_map
-
-    def _check_params(self):
-        super()._check_params()
-        self._checker().va_map("va_map")
 
     def fit(self, X, y):
         """Fine-tune the encoder with CARL.
@@ -129,12 +130,12 @@ class CARLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CARLBase)
 
     def _prepare_targets(self, y, n_samples, rng):
         if self.va_map is not None or _looks_categorical(y):
-            prepared, targets = self._class_targets(y, n_samples, rng)
+            prepared, targets = class_targets(y, n_samples, self.va_map, self.va_range, rng)
             if len(targets.classes) == 1:
                 warn(f"y holds a single class ({targets.classes.tolist()[0]!r}): every text gets the same "
                      "valence-arousal point, so L_cont cannot order them.")
             return prepared
-        return self._continuous_targets(y, n_samples)
+        return continuous_targets(y, n_samples, self.va_range)
 
     @property
     def _n_features_out(self):

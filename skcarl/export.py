@@ -331,7 +331,7 @@ def load_exported(path, device="auto"):
     network.load_state_dict(heads, strict=False)
     tokenizer = _load_tokenizer(path)
     for name, value in fitted.items():
-        if not _is_fitted_name(name) or name in vars(estimator):
+        if not _is_fitted_name(name, type(estimator)) or name in vars(estimator):
             raise InvalidModelError(f"{path / EXPORT_CONFIG_FILE}: {name!r} is not a fitted attribute.")
         setattr(estimator, name, value)
     target = resolve_device(device)

@@ -67,8 +67,9 @@ _WEIGHTS_SLACK = 10_000_000
 
 # Fitted state that is not JSON: written to model.safetensors, encoder_config.json and tokenizer/ instead.
 _NOT_IN_CONFIG = {"network_", "encoder_", "tokenizer_", "device_", "metadata_"}
-# Private fitted attributes (they do not end in "_") that the estimators need after fit.
-_PRIVATE_FITTED = ("_y_ndim", "_sklearn_output_config")
+# scikit-learn's record of set_output, a private attribute that a fitted estimator keeps; an estimator's own
+# private fitted attributes are those it declares in _target_attributes.
+_SKLEARN_PRIVATE_FITTED = ("_sklearn_output_config",)
 
 
 class InvalidModelError(ValueError):
@@ -218,14 +219,16 @@ def _estimator_classes() -> dict:
 
 
 # ====================================================================================== save
-def _is_fitted_name(name) -> bool:
-    """Fitted attributes that go into config.json: names ending in "_" (not dunders) and the private ones."""
+def _is_fitted_name(name, cls) -> bool:
+    """Fitted attributes of a ``cls`` that go into config.json: names ending in "_" (not dunders) and the private
+    ones that ``cls`` declares (``_target_attributes``) or scikit-learn keeps."""
     return isinstance(name, str) and name not in _NOT_IN_CONFIG and (
-        name in _PRIVATE_FITTED or (name.endswith("_") and not name.startswith("__")))
+        name in _SKLEARN_PRIVATE_FITTED or name in cls._target_attributes
+        or (name.endswith("_") and not name.startswith("__")))
 
 
 def _fitted_attributes(estimator) -> dict:
-    return {name: value for name, value in vars(estimator).items() if _is_fitted_name(name)}
+    return {name: value for name, value in vars(estimator).items() if _is_fitted_name(name, type(estimator))}
 
 
 def _is_model_folder(path: Path) -> bool:
@@ -572,7 +575,7 @@ def load(path, device="auto"):
         raise InvalidModelError(f"{exc} ({'; '.join(changed)}: truncated, edited or replaced after saving)") from None
 
     for name, value in fitted.items():
-        if not _is_fitted_name(name) or name in vars(estimator):
+        if not _is_fitted_name(name, cls) or name in vars(estimator):
             raise InvalidModelError(f"{path / CONFIG_FILE}: {name!r} is not a fitted attribute.")
         setattr(estimator, name, value)
     problems = _checksum_problems(path, config)

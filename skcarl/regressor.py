@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 from sklearn.base import MultiOutputMixin, RegressorMixin
 from sklearn.linear_model import RidgeCV
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 
-from ._base import _CARLBase, carl_estimator
+from ._base import HEAD_INITS, _CARLBase, carl_estimator
+from ._fit_targets import continuous_targets
+from ._param_validation import Interval, Options
 from .backbone import DEFAULT_BACKBONE
 
 
@@ -62,6 +66,13 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
     True
     """
 
+    _parameter_constraints = {
+        **_CARLBase._parameter_constraints,
+        "regression_weight": [Interval(Real, 0, None)],
+        "head_init": [Options(HEAD_INITS)],
+    }
+    _target_attributes = ("n_outputs_", "target_mean_", "target_scale_", "_y_ndim")
+
     def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, regression_weight=1.0, head_init="probe",
                  **carl_params):
         super().__init__(model_name_or_path, **carl_params)
@@ -74,13 +85,8 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
         tags.target_tags.single_output = True
         return tags
 
-    def _check_params(self):
-        super()._check_params()
-        self._checker().number("regression_weight", 0)
-        self._checker().option("head_init", ("probe", "random"))
-
     def _prepare_targets(self, y, n_samples, rng):
-        prepared = self._continuous_targets(y, n_samples)
+        prepared = continuous_targets(y, n_samples, self.va_range)
         targets = np.asarray(y, dtype=np.float64).reshape(n_samples, -1)
         if self.warm_start and hasattr(self, "target_mean_"):
             mean, scale = self.target_mean_, self.target_scale_  # the head's scale must not move
@@ -92,7 +98,7 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
         prepared.task_loss = F.mse_loss
         prepared.task_targets = ((targets - mean) / scale).astype(np.float32)
         prepared.task_weight = self.regression_weight
-        prepared.probe = _ridge_probe
+        prepared.probe = _ridge_probe if self.head_init == "probe" else None
         return prepared
 
     def fit(self, X, y):

