@@ -24,6 +24,7 @@ from ._targets import ClassTargets, check_class_targets
 from ._validation import ParameterChecker, check_continuous_targets, check_texts, inference_checks
 from ._warnings import warn
 from .backbone import DEFAULT_BACKBONE, POOLINGS, load_backbone, max_positions, resolve_pooling
+from .callbacks import check_callbacks
 from .inference import embed_texts, map_texts, map_tokens
 from .losses import CONTRASTIVE_LOSSES
 from .network import CARLNetwork
@@ -150,6 +151,7 @@ class _CARLBase(PersistenceMixin, BaseEstimator):
         distributed="auto",
         validation_fraction=None,
         n_iter_no_change=2,
+        callbacks=None,
         warm_start=False,
         random_state=None,
         verbose=0,
@@ -188,6 +190,7 @@ class _CARLBase(PersistenceMixin, BaseEstimator):
         self.distributed = distributed
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -265,6 +268,7 @@ class _CARLBase(PersistenceMixin, BaseEstimator):
             raise check._fail("distributed", "'auto' or a bool")
         check.number("validation_fraction", 0, 1, low_open=True, high_open=True, none=True)
         check.number("n_iter_no_change", 1, integer=True)
+        check_callbacks(self.callbacks)
         check.number("verbose", 0, integer=True)
         check.boolean("warm_start")
         check.random_state("random_state")

@@ -67,6 +67,9 @@ _WEIGHTS_SLACK = 10_000_000
 
 # Fitted state that is not JSON: written to model.safetensors, encoder_config.json and tokenizer/ instead.
 _NOT_IN_CONFIG = {"network_", "encoder_", "tokenizer_", "device_", "metadata_"}
+# Parameters used only while fit runs, and not written: a loaded model has their default (None). A user's
+# callback is any Python object, which JSON cannot hold and a pickle-free load could not rebuild.
+TRAINING_ONLY_PARAMS = ("callbacks",)
 # Private fitted attributes (they do not end in "_") that the estimators need after fit.
 _PRIVATE_FITTED = ("_y_ndim", "_sklearn_output_config")
 
@@ -224,6 +227,11 @@ def _is_fitted_name(name) -> bool:
         name in _PRIVATE_FITTED or (name.endswith("_") and not name.startswith("__")))
 
 
+def saved_params(estimator) -> dict:
+    """The parameters a saved or exported folder records: ``get_params()`` without ``TRAINING_ONLY_PARAMS``."""
+    return {k: v for k, v in estimator.get_params(deep=False).items() if k not in TRAINING_ONLY_PARAMS}
+
+
 def _fitted_attributes(estimator) -> dict:
     return {name: value for name, value in vars(estimator).items() if _is_fitted_name(name)}
 
@@ -301,7 +309,7 @@ def save(estimator, path, metadata=None) -> Path:
         "format_version": FORMAT_VERSION,
         "estimator": name,
         "versions": _versions(),
-        "params": _encode(estimator.get_params(deep=False), "parameter"),
+        "params": _encode(saved_params(estimator), "parameter"),
         "network": {
             "projection_dim": network.projection_dim,
             "pooling": network.pooling,

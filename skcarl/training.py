@@ -1,4 +1,4 @@
-"""CARL's training step and loop: device, mixed precision, schedule, early stopping and progress.
+"""CARL's training step, and the loop that runs it over epochs (its concerns live in :mod:`skcarl.callbacks`).
 
 The step follows the method section of the paper:
 
@@ -22,16 +22,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 from torch.profiler import record_function
-from tqdm.auto import tqdm
 
 from ._devices import resolve_device  # noqa: F401  (re-exported: the one device check, see _devices.py)
+from .callbacks import default_callbacks
 from .losses import SimilarityConsistencyLoss, TokenDetectionLoss, make_contrastive_loss
 from .momentum import KeyQueue, make_key_network, momentum_update
 from .perturbation import TokenPerturber, select_tokens, token_saliency
@@ -166,6 +165,7 @@ class TrainingConfig:
     n_iter_no_change: int
     use_amp: bool | str
     verbose: int
+    callbacks: list | None
 
     @classmethod
     def from_params(cls, params: Mapping, **resolved) -> TrainingConfig:
@@ -269,7 +269,18 @@ class QueryModel(torch.nn.Module):
         self.network = network
         self.label_points = label_points
 
+    PASSES = ("contrastive", "detection", "perturbed", "one_pass")
+
     def forward(self, part: str, *args):
+        """Run the pass named ``part`` (one of ``PASSES``) on ``args``.
+
+        The pass is named, not called as a method, because DistributedDataParallel prepares the exchange of
+        gradients in its own ``forward``: ``ddp.module.contrastive(...)`` would skip it, and the ranks' weights
+        would drift apart. One DDP wrapper must hold all the passes (they share the encoder), so its one
+        ``forward`` dispatches.
+        """
+        if part not in self.PASSES:
+            raise ValueError(f"part={part!r} is not a pass of the step; expected one of {self.PASSES}.")
         return getattr(self, part)(*args)
 
     def contrastive(self, ids, mask, candidate_rows, keep_saliency: bool, with_task: bool):
@@ -399,7 +410,8 @@ class CARLTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _linear_warmup_decay(warmup, total))
         self.precision = MixedPrecision(device, config.use_amp)
         self.global_step = 0
-        self.best_epoch = None
+        self.best_epoch = None  # the epoch whose weights fit kept (set by skcarl.callbacks.BestWeights)
+        self.stop_training = False  # set by a callback to end fit after the current epoch
         self.saliency_cache = None  # made by fit when saliency_refresh="cached"
 
     # ------------------------------------------------------------------ the step
@@ -413,9 +425,7 @@ class CARLTrainer:
         if self.saliency_cache is not None:
             return self._one_pass_step(batch, label_rows, task_targets, example_index, share)
         cfg = self.config
-        ids, mask, real = batch["input_ids"], batch["attention_mask"], batch["real_tokens"]
-        self.network.train()
-        self.key_network.train()
+        ids, mask, real = self._begin_step(batch)
         batch_rows, candidate_rows, queue_keys = self._candidates(label_rows, share)
 
         # With two passes the gradients are exchanged once, after the second backward (they add up locally).
@@ -438,13 +448,8 @@ class CARLTrainer:
         if self.perturbed_pass:
             embeds = embeds.tensor
             grad = embeds.grad
-            with record_function("carl/select_and_perturb"):
-                if cfg.token_selection == "saliency":
-                    scores = token_saliency(grad, embeds.detach(), cfg.saliency)
-                else:  # the random-selection ablation
-                    scores = torch.rand(ids.shape, device=ids.device)
-                chosen = select_tokens(scores, real, cfg.perturb_ratio)
-                perturbed_ids, shift, was_perturbed = self._perturb(ids, chosen, real, grad)
+            perturbed_ids, shift, was_perturbed = self._perturb(
+                ids, real, lambda: token_saliency(grad, embeds.detach(), cfg.saliency), grad)
             with self.precision.autocast(), record_function("carl/detection_forward"):
                 if not self.adversarial_on:
                     logits = self.model("detection", perturbed_ids, mask, shift)
@@ -478,20 +483,12 @@ class CARLTrainer:
         clean one: separating the two would cost the extra backward this mode exists to save.
         """
         cfg = self.config
-        ids, mask, real = batch["input_ids"], batch["attention_mask"], batch["real_tokens"]
-        self.network.train()
-        self.key_network.train()
+        ids, mask, real = self._begin_step(batch)
+        batch_rows, candidate_rows, queue_keys = self._candidates(label_rows, share)
 
         # 1. Tokens chosen by last visit's saliency.
-        with record_function("carl/select_and_perturb"):
-            if cfg.token_selection == "saliency":
-                scores = self.saliency_cache.lookup(example_index, ids.shape[1])
-            else:
-                scores = torch.rand(ids.shape, device=ids.device)
-            chosen = select_tokens(scores, real, cfg.perturb_ratio)
-            perturbed_ids = self.perturber.replace_ids(ids, chosen)
-            was_perturbed = perturbed_ids != ids
-        batch_rows, candidate_rows, queue_keys = self._candidates(label_rows, share)
+        perturbed_ids, _, was_perturbed = self._perturb(
+            ids, real, lambda: self.saliency_cache.lookup(example_index, ids.shape[1]))
 
         with self.precision.autocast():
             # 2. Keys from the clean sentences.
@@ -602,12 +599,31 @@ class CARLTrainer:
     def _weighted(self, l_cont, l_task):
         return l_cont if l_task is None else l_cont + self.task.weight * l_task
 
-    def _perturb(self, ids, chosen, real, grad):
-        """The ids to embed, the shift of their embeddings (adversarial only) and which tokens now differ."""
-        if self.perturber.kind == "adversarial":
-            return ids, functools.partial(self.perturber.shift_embeddings, grad=grad, chosen=chosen, real=real), chosen
-        perturbed_ids = self.perturber.replace_ids(ids, chosen)
-        return perturbed_ids, None, perturbed_ids != ids
+    def _begin_step(self, batch: dict):
+        """Both encoders in training mode (dropout on); the batch's token ids, attention mask and real tokens."""
+        self.network.train()
+        self.key_network.train()
+        return batch["input_ids"], batch["attention_mask"], batch["real_tokens"]
+
+    def _perturb(self, ids, real, saliency: Callable[[], torch.Tensor], grad=None):
+        """Choose the top-ρ real tokens by ``saliency()`` (at random in the random-selection ablation, which
+        never computes it) and perturb them.
+
+        Returns the ids to embed, the shift of their embeddings (adversarial only: it reads this step's
+        gradient ``grad``) and which tokens now differ from the clean sentence.
+        """
+        cfg = self.config
+        with record_function("carl/select_and_perturb"):
+            if cfg.token_selection == "saliency":
+                scores = saliency()
+            else:
+                scores = torch.rand(ids.shape, device=ids.device)
+            chosen = select_tokens(scores, real, cfg.perturb_ratio)
+            if self.perturber.kind == "adversarial":
+                shift = functools.partial(self.perturber.shift_embeddings, grad=grad, chosen=chosen, real=real)
+                return ids, shift, chosen
+            perturbed_ids = self.perturber.replace_ids(ids, chosen)
+            return perturbed_ids, None, perturbed_ids != ids
 
     def _update(self, keys, label_rows) -> None:
         if self.parallel is not None:
@@ -696,72 +712,70 @@ class CARLTrainer:
     # ------------------------------------------------------------------ the loop
     def fit(self, tokens: TokenizedTexts, label_rows: np.ndarray, rng: np.random.Generator,
             validation: tuple[TokenizedTexts, np.ndarray] | None = None) -> list[dict]:
+        """Train for up to ``config.max_epochs`` epochs of shuffled batches; the epochs' records (``history_``).
+
+        The loop only runs epochs and steps; what happens around them is done by callbacks
+        (:mod:`skcarl.callbacks`): the built-in ones of :func:`~skcarl.callbacks.default_callbacks` (with
+        ``validation``, the held-out texts and their label rows: validation loss, early stopping, the best
+        epoch's weights), then ``config.callbacks``. A callback ends training by setting ``stop_training``.
+        """
         cfg = self.config
         rows = torch.as_tensor(label_rows, dtype=torch.float32, device=self.device)
-        val_rows = None
         if validation is not None:
-            val_rows = torch.as_tensor(validation[1], dtype=torch.float32, device=self.device)
-        history, best_loss, best_state, epochs_without_gain = [], math.inf, None, 0
+            validation = (validation[0], torch.as_tensor(validation[1], dtype=torch.float32, device=self.device))
+        callbacks = default_callbacks(cfg, validation) + list(cfg.callbacks or ())
         if cfg.saliency_refresh == "cached" and self.detection_on:
             self.saliency_cache = SaliencyCache(len(tokens), int(tokens.lengths.max()), self.device)
-        parallel, real_counts = self.parallel, None
-        global_batch = cfg.batch_size * (1 if parallel is None else parallel.world_size)
-        if parallel is not None:
+        real_counts = None  # real tokens per text: a rank's share of L_det is its share of the global batch's
+        if self.parallel is not None:
             real_counts = np.array([len(s) - sum(s) for s in tokens.special_tokens_mask])
+        history, self.stop_training = [], False
+        _notify(callbacks, "on_train_begin", self)
         for epoch in range(1, cfg.max_epochs + 1):
-            started = time.perf_counter()
-            # the same permutation on every rank (one seed); each rank then takes its part of every batch
-            order = rng.permutation(len(tokens))
-            batches = [order[i:i + global_batch] for i in range(0, len(order), global_batch)]
-            sums: dict[str, float] = {}
-            n_seen = 0
-            bar = tqdm(batches, desc=f"CARL epoch {epoch}/{cfg.max_epochs}", unit="batch",
-                       disable=cfg.verbose < 1 or not self.is_main, leave=cfg.verbose >= 2)
-            for index in bar:
-                share = None if parallel is None else parallel.share(index, order, real_counts)
-                local = index if share is None else share.local_index
-                targets = self.task.targets[local] if self.task is not None else None
-                step = self.training_step(pad_batch(tokens, local, self.pad_id, self.device), rows[local], targets,
-                                          example_index=local, share=share)
-                counted, n_batch = step, len(index)
-                if share is not None:
-                    counted = share.contributions(step, cfg.detection_weight,
-                                                     None if self.task is None else self.task.weight,
-                                                     {"view_loss": cfg.perturbed_view_weight,
-                                                      "consistency_loss": cfg.consistency_weight})
-                    n_batch = len(share.index)
-                for key, value in counted.items():
-                    sums[key] = sums.get(key, 0.0) + value * n_batch
-                n_seen += n_batch
-                bar.set_postfix({k: f"{v:.4f}" for k, v in step.items() if k != "loss"})
-            if parallel is not None:
-                sums = parallel.sum_floats(sums)
-            record = {"epoch": epoch, **{k: v / n_seen for k, v in sums.items()}}
-            if validation is not None:
-                if parallel is None:
-                    record["validation_loss"] = self.validation_loss(validation[0], val_rows)
-                else:  # measured once, on rank 0, so that every rank takes the same early-stopping decision
-                    value = self.validation_loss(validation[0], val_rows) if self.is_main else math.nan
-                    record["validation_loss"] = parallel.from_main(value)
-            record["duration"] = time.perf_counter() - started
+            record = {"epoch": epoch, **self._train_epoch(tokens, rows, rng, real_counts, epoch, callbacks)}
+            _notify(callbacks, "on_epoch_end", self, record)
             history.append(record)
-            if cfg.verbose >= 1 and self.is_main:
-                tqdm.write("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-            if validation is None:
-                self.best_epoch = epoch  # without a validation split the last epoch is kept
-                continue
-            if record["validation_loss"] < best_loss - 1e-4:
-                best_loss, epochs_without_gain, self.best_epoch = record["validation_loss"], 0, epoch
-                best_state = [_cpu_state(self.network), _cpu_state(self.label_points)]
-            else:
-                epochs_without_gain += 1
-                if epochs_without_gain >= cfg.n_iter_no_change:
-                    break
-        if best_state is not None:
-            self.network.load_state_dict(best_state[0])
-            self.label_points.load_state_dict(best_state[1])
+            if self.stop_training:
+                break
+        _notify(callbacks, "on_train_end", self, history)
         self.network.eval()
         return history
+
+    def _train_epoch(self, tokens, rows, rng, real_counts, epoch: int, callbacks) -> dict:
+        """One pass over the training texts in shuffled batches: the epoch's mean losses over all texts."""
+        cfg, parallel = self.config, self.parallel
+        # the same permutation on every rank (one seed); each rank then takes its part of every batch
+        order = rng.permutation(len(tokens))
+        global_batch = cfg.batch_size * (1 if parallel is None else parallel.world_size)
+        batches = [order[i:i + global_batch] for i in range(0, len(order), global_batch)]
+        _notify(callbacks, "on_epoch_begin", self, epoch, len(batches))
+        sums: dict[str, float] = {}
+        n_seen = 0
+        for index in batches:
+            share = None if parallel is None else parallel.share(index, order, real_counts)
+            local = index if share is None else share.local_index
+            targets = self.task.targets[local] if self.task is not None else None
+            losses = self.training_step(pad_batch(tokens, local, self.pad_id, self.device), rows[local], targets,
+                                        example_index=local, share=share)
+            counted, n_batch = losses, len(index)
+            if share is not None:
+                counted = share.contributions(losses, cfg.detection_weight,
+                                              None if self.task is None else self.task.weight,
+                                              {"view_loss": cfg.perturbed_view_weight,
+                                               "consistency_loss": cfg.consistency_weight})
+                n_batch = len(share.index)
+            for key, value in counted.items():
+                sums[key] = sums.get(key, 0.0) + value * n_batch
+            n_seen += n_batch
+            _notify(callbacks, "on_batch_end", self, losses)
+        if parallel is not None:
+            sums = parallel.sum_floats(sums)
+        return {k: v / n_seen for k, v in sums.items()}
+
+
+def _notify(callbacks, event: str, trainer, *args) -> None:
+    for callback in callbacks:
+        getattr(callback, event)(trainer, *args)
 
 
 class SaliencyCache:
@@ -799,6 +813,3 @@ class SaliencyCache:
         scaled = torch.where(top > 0, scores / top, torch.zeros_like(scores))
         self.scores[index, : scores.shape[1]] = torch.nan_to_num(scaled, nan=0.0).to(self.scores.dtype)
 
-
-def _cpu_state(module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
