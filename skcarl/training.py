@@ -243,7 +243,7 @@ class QueryModel(torch.nn.Module):
     """The trained modules of a step behind one ``forward`` per pass: ``model(part, *args)``.
 
     DistributedDataParallel exchanges the gradients of what its module's ``forward`` computed; a step that
-    called the network's parts (``embed``, ``encode``, ...) directly would bypass it. Each pass of the query
+    called the network's parts (``embed_tokens``, ``encode``, ...) directly would bypass it. Each pass of the query
     side is therefore one call, and it includes the label points (the class anchors can be learnt) and the
     task head. A single process calls the same module unwrapped, so both run the same code.
 
@@ -286,7 +286,7 @@ class QueryModel(torch.nn.Module):
     def contrastive(self, ids, mask, candidate_rows, keep_saliency: bool, with_task: bool):
         """The L_cont pass: input embeddings (kept), sentence vectors, queries, task outputs, candidate points."""
         net = self.network
-        embeds = net.embed(ids)
+        embeds = net.embed_tokens(ids)
         if keep_saliency:
             embeds.retain_grad()
         sentence = net.sentence(net.encode(embeds, mask), mask)
@@ -295,7 +295,7 @@ class QueryModel(torch.nn.Module):
 
     def detection(self, ids, mask, shift):
         """The L_det pass of the per-step mode: token logits on the perturbed sentences."""
-        embeds = self.network.embed(ids)
+        embeds = self.network.embed_tokens(ids)
         if shift is not None:
             embeds = shift(embeds)
         return self.network.detect(self.network.encode(embeds, mask))
@@ -303,7 +303,7 @@ class QueryModel(torch.nn.Module):
     def perturbed(self, ids, mask, shift):
         """The pass over the perturbed sentences when an adversarial term reads them: token logits and queries."""
         net = self.network
-        embeds = net.embed(ids)
+        embeds = net.embed_tokens(ids)
         if shift is not None:
             embeds = shift(embeds)
         hidden = net.encode(embeds, mask)
@@ -312,7 +312,7 @@ class QueryModel(torch.nn.Module):
     def one_pass(self, perturbed_ids, mask, candidate_rows, with_task: bool):
         """The single pass of ``saliency_refresh="cached"``: what both passes above return, at once."""
         net = self.network
-        embeds = net.embed(perturbed_ids)
+        embeds = net.embed_tokens(perturbed_ids)
         embeds.retain_grad()
         hidden = net.encode(embeds, mask)
         sentence = net.sentence(hidden, mask)
@@ -696,7 +696,7 @@ class CARLTrainer:
         sentences = []
         for start in range(0, len(tokens), bs):
             batch = pad_batch(tokens, range(start, min(start + bs, len(tokens))), self.pad_id, self.device)
-            hidden = self.network.encode(self.network.embed(batch["input_ids"]), batch["attention_mask"])
+            hidden = self.network.encode(self.network.embed_tokens(batch["input_ids"]), batch["attention_mask"])
             sentences.append(self.network.sentence(hidden, batch["attention_mask"]))
         sentences = torch.cat(sentences)
         if self.task is not None:

@@ -282,7 +282,7 @@ def test_saliency_of_autograd_gradient_picks_the_token_the_loss_reads(backbone):
     net = CARLNetwork(copy.deepcopy(encoder), projection_dim=8)
     tokens = tokenize(tokenizer, TEXTS[:3], 32)
     batch = pad_batch(tokens, [0, 1, 2], tokenizer.pad_token_id, "cpu")
-    embeds = net.embed(batch["input_ids"])
+    embeds = net.embed_tokens(batch["input_ids"])
     embeds.retain_grad()
     positions = [3, 5, 1]
     loss = sum((embeds[i, p] ** 2).sum() * (i + 1) for i, p in enumerate(positions))

@@ -114,7 +114,7 @@ def test_training_step_saliency_is_gradient_of_contrastive_loss(backbone, monkey
     key_net = copy.deepcopy(trainer.key_network).train()
     queue_keys, queue_labels = (t.clone() for t in trainer.queue.contents())
     assert len(queue_keys) == 3
-    embeds = net.embed(ids)
+    embeds = net.embed_tokens(ids)
     embeds.retain_grad()
     queries = net.project(net.sentence(net.encode(embeds, mask), mask))
     with torch.no_grad():
@@ -247,7 +247,7 @@ def test_adversarial_step_shifts_only_chosen_embeddings(backbone, monkeypatch):
     monkeypatch.setattr(net, "encode", encode)
     monkeypatch.setattr(trainer, "detection_loss", detection_loss)
     batch, labels = _batch(trainer, tokens, [0, 1, 2])
-    clean = net.embed(batch["input_ids"]).detach().clone()
+    clean = net.embed_tokens(batch["input_ids"]).detach().clone()
     trainer.training_step(batch, labels)
     assert len(inputs) == 2  # the contrastive pass and the detection pass
     torch.testing.assert_close(inputs[0], clean)
