@@ -1,4 +1,4 @@
-"""CARL's training step, and the loop that runs it over epochs (its concerns live in :mod:`skcarl.callbacks`).
+"""CARL's training step (the epochs that run it: :mod:`skcarl.loop`; what happens around them: :mod:`skcarl.callbacks`).
 
 The step follows the method section of the paper:
 
@@ -30,7 +30,7 @@ import torch
 from torch.profiler import record_function
 
 from ._devices import resolve_device  # noqa: F401  (re-exported: the one device check, see _devices.py)
-from .callbacks import default_callbacks
+from .loop import run_epochs
 from .losses import SimilarityConsistencyLoss, TokenDetectionLoss, make_contrastive_loss
 from .momentum import KeyQueue, make_key_network, momentum_update
 from .perturbation import TokenPerturber, select_tokens, token_saliency
@@ -709,73 +709,19 @@ class CARLTrainer:
             total += float(self.contrastive_loss(queries[chunk], queries, points[chunk], points)) * len(queries[chunk])
         return total / len(queries)
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ training
     def fit(self, tokens: TokenizedTexts, label_rows: np.ndarray, rng: np.random.Generator,
             validation: tuple[TokenizedTexts, np.ndarray] | None = None) -> list[dict]:
-        """Train for up to ``config.max_epochs`` epochs of shuffled batches; the epochs' records (``history_``).
+        """Train on ``tokens`` for up to ``config.max_epochs`` epochs; the epochs' records (``history_``).
 
-        The loop only runs epochs and steps; what happens around them is done by callbacks
-        (:mod:`skcarl.callbacks`): the built-in ones of :func:`~skcarl.callbacks.default_callbacks` (with
-        ``validation``, the held-out texts and their label rows: validation loss, early stopping, the best
-        epoch's weights), then ``config.callbacks``. A callback ends training by setting ``stop_training``.
+        The epochs are :func:`skcarl.loop.run_epochs`; ``validation`` (held-out texts and their label rows)
+        adds the validation loss, early stopping and the best epoch's weights. The network is left in eval mode.
         """
-        cfg = self.config
-        rows = torch.as_tensor(label_rows, dtype=torch.float32, device=self.device)
-        if validation is not None:
-            validation = (validation[0], torch.as_tensor(validation[1], dtype=torch.float32, device=self.device))
-        callbacks = default_callbacks(cfg, validation) + list(cfg.callbacks or ())
-        if cfg.saliency_refresh == "cached" and self.detection_on:
+        if self.config.saliency_refresh == "cached" and self.detection_on:
             self.saliency_cache = SaliencyCache(len(tokens), int(tokens.lengths.max()), self.device)
-        real_counts = None  # real tokens per text: a rank's share of L_det is its share of the global batch's
-        if self.parallel is not None:
-            real_counts = np.array([len(s) - sum(s) for s in tokens.special_tokens_mask])
-        history, self.stop_training = [], False
-        _notify(callbacks, "on_train_begin", self)
-        for epoch in range(1, cfg.max_epochs + 1):
-            record = {"epoch": epoch, **self._train_epoch(tokens, rows, rng, real_counts, epoch, callbacks)}
-            _notify(callbacks, "on_epoch_end", self, record)
-            history.append(record)
-            if self.stop_training:
-                break
-        _notify(callbacks, "on_train_end", self, history)
+        history = run_epochs(self, tokens, label_rows, rng, validation)
         self.network.eval()
         return history
-
-    def _train_epoch(self, tokens, rows, rng, real_counts, epoch: int, callbacks) -> dict:
-        """One pass over the training texts in shuffled batches: the epoch's mean losses over all texts."""
-        cfg, parallel = self.config, self.parallel
-        # the same permutation on every rank (one seed); each rank then takes its part of every batch
-        order = rng.permutation(len(tokens))
-        global_batch = cfg.batch_size * (1 if parallel is None else parallel.world_size)
-        batches = [order[i:i + global_batch] for i in range(0, len(order), global_batch)]
-        _notify(callbacks, "on_epoch_begin", self, epoch, len(batches))
-        sums: dict[str, float] = {}
-        n_seen = 0
-        for index in batches:
-            share = None if parallel is None else parallel.share(index, order, real_counts)
-            local = index if share is None else share.local_index
-            targets = self.task.targets[local] if self.task is not None else None
-            losses = self.training_step(pad_batch(tokens, local, self.pad_id, self.device), rows[local], targets,
-                                        example_index=local, share=share)
-            counted, n_batch = losses, len(index)
-            if share is not None:
-                counted = share.contributions(losses, cfg.detection_weight,
-                                              None if self.task is None else self.task.weight,
-                                              {"view_loss": cfg.perturbed_view_weight,
-                                               "consistency_loss": cfg.consistency_weight})
-                n_batch = len(share.index)
-            for key, value in counted.items():
-                sums[key] = sums.get(key, 0.0) + value * n_batch
-            n_seen += n_batch
-            _notify(callbacks, "on_batch_end", self, losses)
-        if parallel is not None:
-            sums = parallel.sum_floats(sums)
-        return {k: v / n_seen for k, v in sums.items()}
-
-
-def _notify(callbacks, event: str, trainer, *args) -> None:
-    for callback in callbacks:
-        getattr(callback, event)(trainer, *args)
 
 
 class SaliencyCache:
