@@ -312,10 +312,11 @@ def test_real_validation_loss_is_recorded(tiny_bert, affect_data):
 
 def test_query_model_runs_only_the_passes_of_the_step(backbone):
     """The pass is named by a string (DDP sees only forward); a name that is not a pass is refused, not looked up."""
+    from skcarl.query_model import QueryModel
     from skcarl.va_labels import ContinuousLabels
 
     _, encoder = backbone
-    model = training.QueryModel(CARLNetwork(copy.deepcopy(encoder), projection_dim=8), ContinuousLabels())
+    model = QueryModel(CARLNetwork(copy.deepcopy(encoder), projection_dim=8), ContinuousLabels())
     with pytest.raises(ValueError, match="'train' is not a pass of the step"):
         model("train", False)
     assert model.training
