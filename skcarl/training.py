@@ -232,7 +232,11 @@ def _parameter_groups(network, label_points, config: TrainingConfig):
 
 
 class CARLTrainer:
-    """Owns everything that exists only while training: key encoder, queue, optimizer, schedule.
+    """Owns everything that exists only while training: key encoder, queue, optimizer, schedule; and the step.
+
+    :meth:`training_step` is one optimisation step; :meth:`fit` runs it over epochs (:mod:`skcarl.loop`),
+    with the callbacks of :mod:`skcarl.callbacks` around the epochs. A callback reads the trainer and may set
+    ``stop_training``; :class:`~skcarl.callbacks.BestWeights` sets ``best_epoch``.
 
     Parameters
     ----------
