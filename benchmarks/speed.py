@@ -132,7 +132,7 @@ class PlainFineTuning:
         net = self.network.train()
         ids, mask = batch["input_ids"], batch["attention_mask"]
         with self.precision.autocast():
-            sentence = net.sentence(net.encode(net.embed(ids), mask), mask)
+            sentence = net.sentence(net.encode(net.embed_tokens(ids), mask), mask)
             loss = F.mse_loss(net.task_head(sentence).float(), label_rows)
         self.precision.backward(loss)
         self.precision.step(self.optimizer, self.parameters, 1.0)

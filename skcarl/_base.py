@@ -40,6 +40,7 @@ from ._persistence import PersistenceMixin
 from ._validation import check_texts
 from ._warnings import warn
 from .backbone import DEFAULT_BACKBONE, POOLINGS, load_backbone, max_positions, resolve_pooling
+from .callbacks import CallbackList
 from .inference import embed_texts, map_texts, map_tokens
 from .losses import CONTRASTIVE_LOSSES
 from .network import CARLNetwork
@@ -152,6 +153,7 @@ class _CARLBase(PersistenceMixin, ExplainMixin, BaseEstimator):
         distributed="auto",
         validation_fraction=None,
         n_iter_no_change=2,
+        callbacks=None,
         warm_start=False,
         random_state=None,
         verbose=0,
@@ -190,6 +192,7 @@ class _CARLBase(PersistenceMixin, ExplainMixin, BaseEstimator):
         self.distributed = distributed
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -240,6 +243,7 @@ class _CARLBase(PersistenceMixin, ExplainMixin, BaseEstimator):
         "distributed": ["auto", bool],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
         "n_iter_no_change": [Interval(Integral, 1, None)],
+        "callbacks": [None, CallbackList()],
         "warm_start": [bool],
         "random_state": [Interval(Integral, 0, 2**32 - 1),
                          InstanceOf(np.random.RandomState, "a numpy.random.RandomState instance"), None],

@@ -133,6 +133,11 @@ CARL_PARAMETERS = """\
         improvement, and the best epoch's weights are kept.
     n_iter_no_change : int, default=2
         Patience of early stopping (used only with ``validation_fraction``).
+    callbacks : list of skcarl.callbacks.Callback or None, default=None
+        Your own objects called during training (logging, checkpoints, a stopping rule), after the built-in
+        ones (validation loss, timing, progress bar, best weights, early stopping); see
+        :mod:`skcarl.callbacks`. Training-time only: ``save`` and ``export`` do not keep them (a loaded model
+        has ``callbacks=None``), and ``clone`` deep-copies them, as it does every parameter.
     warm_start : bool, default=False
         When fitted already, continue training the fitted network on the new data instead of loading the
         backbone afresh (the same classes or target columns are required).

@@ -191,7 +191,7 @@ class _Output:
 def _gradients(network, ids, mask):
     """Leaf input embeddings E and the pooled sentence vector, with a graph from E to it."""
     with torch.enable_grad():
-        embeds = network.embed(ids).detach().float().requires_grad_(True)
+        embeds = network.embed_tokens(ids).detach().float().requires_grad_(True)
         hidden = network.encode(embeds, mask)
         return embeds, network.sentence(hidden, mask).float()
 

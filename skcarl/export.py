@@ -168,7 +168,7 @@ def _cpu_network(estimator):
 # ====================================================================================== torch folders
 def _export_config(estimator) -> dict:
     """The estimator's parameters and fitted attributes, as :func:`skcarl.io.save` records them."""
-    from .io import _encode, _fitted_attributes, _versions
+    from .io import _encode, _fitted_attributes, _versions, saved_params
 
     network = estimator.network_
     head = network.task_head
@@ -178,7 +178,7 @@ def _export_config(estimator) -> dict:
         "format_version": EXPORT_FORMAT_VERSION,
         "estimator": type(estimator).__name__,
         "versions": _versions(),
-        "params": _encode(estimator.get_params(deep=False), "parameter"),
+        "params": _encode(saved_params(estimator), "parameter"),
         "network": {"projection_dim": network.projection_dim, "pooling": network.pooling,
                     "n_task_outputs": int(head.out_features) if head is not None else 0},
         "fitted": {key: _encode(value, key) for key, value in _fitted_attributes(estimator).items()},

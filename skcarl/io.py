@@ -70,6 +70,9 @@ _NOT_IN_CONFIG = {"network_", "encoder_", "tokenizer_", "device_", "metadata_"}
 # scikit-learn's record of set_output, a private attribute that a fitted estimator keeps; an estimator's own
 # private fitted attributes are those it declares in _target_attributes.
 _SKLEARN_PRIVATE_FITTED = ("_sklearn_output_config",)
+# Parameters used only while fit runs, and not written: a loaded model has their default (None). A user's
+# callback is any Python object, which JSON cannot hold and a pickle-free load could not rebuild.
+TRAINING_ONLY_PARAMS = ("callbacks",)
 
 
 class InvalidModelError(ValueError):
@@ -227,6 +230,11 @@ def _is_fitted_name(name, cls) -> bool:
         or (name.endswith("_") and not name.startswith("__")))
 
 
+def saved_params(estimator) -> dict:
+    """The parameters a saved or exported folder records: ``get_params()`` without ``TRAINING_ONLY_PARAMS``."""
+    return {k: v for k, v in estimator.get_params(deep=False).items() if k not in TRAINING_ONLY_PARAMS}
+
+
 def _fitted_attributes(estimator) -> dict:
     return {name: value for name, value in vars(estimator).items() if _is_fitted_name(name, type(estimator))}
 
@@ -304,7 +312,7 @@ def save(estimator, path, metadata=None) -> Path:
         "format_version": FORMAT_VERSION,
         "estimator": name,
         "versions": _versions(),
-        "params": _encode(estimator.get_params(deep=False), "parameter"),
+        "params": _encode(saved_params(estimator), "parameter"),
         "network": {
             "projection_dim": network.projection_dim,
             "pooling": network.pooling,

@@ -121,9 +121,11 @@ def _label_rows(estimator) -> list[str]:
 
 
 def _non_default_params(estimator) -> dict:
+    from .io import saved_params
+
     defaults = type(estimator)().get_params(deep=False)
     changed = {}
-    for key, value in estimator.get_params(deep=False).items():
+    for key, value in saved_params(estimator).items():
         default = defaults.get(key)
         try:
             same = bool(np.all(value == default)) and type(value) is type(default)

@@ -12,7 +12,7 @@ from .backbone import pool
 class CARLNetwork(nn.Module):
     """Encoder f, projection head g (2-layer MLP) and token head (linear) of CARL.
 
-    ``embed`` → ``encode`` → ``sentence`` gives the representation that ``transform`` returns;
+    ``embed_tokens`` → ``encode`` → ``sentence`` gives the representation that ``transform`` returns;
     ``project`` gives the normalised contrastive query q = normalize(g(pool(f(x)))), or, with
     ``projection_dim=None``, q = normalize(pool(f(x))): the loss then shapes the embedding itself;
     ``detect`` gives one perturbed-or-not logit per token; ``task_head`` (regressor and classifier only)
@@ -55,7 +55,7 @@ class CARLNetwork(nn.Module):
         """Width of a query or key q: the projection's, or the encoder's without a projection head."""
         return self.encoder.config.hidden_size if self.projection_dim is None else self.projection_dim
 
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Input token embeddings E (B, T, H): the tensor whose gradient is the token saliency."""
         return self.encoder.get_input_embeddings()(input_ids)
 
@@ -74,7 +74,7 @@ class CARLNetwork(nn.Module):
 
     def query(self, input_ids, attention_mask):
         """q for a batch of token ids (used for keys and validation; training calls the parts itself)."""
-        hidden = self.encode(self.embed(input_ids), attention_mask)
+        hidden = self.encode(self.embed_tokens(input_ids), attention_mask)
         return self.project(self.sentence(hidden, attention_mask))
 
     @torch.inference_mode()

@@ -1,4 +1,4 @@
-"""CARL's training step and loop: device, mixed precision, schedule, early stopping and progress.
+"""CARL's training step (the epochs that run it: :mod:`skcarl.loop`; what happens around them: :mod:`skcarl.callbacks`).
 
 The step follows the method section of the paper:
 
@@ -22,19 +22,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 from torch.profiler import record_function
-from tqdm.auto import tqdm
 
 from ._devices import resolve_device  # noqa: F401  (re-exported: the one device check, see _devices.py)
+from .loop import run_epochs
 from .losses import SimilarityConsistencyLoss, TokenDetectionLoss, make_contrastive_loss
 from .momentum import KeyQueue, make_key_network, momentum_update
 from .perturbation import TokenPerturber, select_tokens, token_saliency
+from .query_model import QueryModel
 from .tokens import TokenizedTexts, pad_batch
 from .va_labels import ContinuousLabels
 
@@ -166,6 +166,7 @@ class TrainingConfig:
     n_iter_no_change: int
     use_amp: bool | str
     verbose: int
+    callbacks: list | None
 
     @classmethod
     def from_params(cls, params: Mapping, **resolved) -> TrainingConfig:
@@ -230,91 +231,12 @@ def _parameter_groups(network, label_points, config: TrainingConfig):
     return [g for g in groups if g["params"]]
 
 
-class _Kept:
-    """A tensor handed out of ``forward`` untouched. DistributedDataParallel passes the tensors a forward
-    returns through an identity function of its own; the gradient that ``retain_grad`` keeps (the saliency)
-    lands on the original, which only this wrapper reaches."""
-
-    def __init__(self, tensor: torch.Tensor):
-        self.tensor = tensor
-
-
-class QueryModel(torch.nn.Module):
-    """The trained modules of a step behind one ``forward`` per pass: ``model(part, *args)``.
-
-    DistributedDataParallel exchanges the gradients of what its module's ``forward`` computed; a step that
-    called the network's parts (``embed``, ``encode``, ...) directly would bypass it. Each pass of the query
-    side is therefore one call, and it includes the label points (the class anchors can be learnt) and the
-    task head. A single process calls the same module unwrapped, so both run the same code.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from transformers import BertConfig, BertModel
-    >>> from skcarl.network import CARLNetwork
-    >>> from skcarl.training import QueryModel
-    >>> from skcarl.va_labels import ContinuousLabels
-    >>> encoder = BertModel(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-    ...                                intermediate_size=16))
-    >>> model = QueryModel(CARLNetwork(encoder, projection_dim=4), ContinuousLabels())
-    >>> ids, mask = torch.tensor([[2, 7, 8, 3]]), torch.ones(1, 4, dtype=torch.bool)
-    >>> embeds, sentence, queries, task_outputs, points = model("contrastive", ids, mask, torch.zeros(3, 2),
-    ...                                                         False, False)
-    >>> embeds.tensor.shape, queries.shape, task_outputs, points.shape
-    (torch.Size([1, 4, 8]), torch.Size([1, 4]), None, torch.Size([3, 2]))
-    """
-
-    def __init__(self, network, label_points):
-        super().__init__()
-        self.network = network
-        self.label_points = label_points
-
-    def forward(self, part: str, *args):
-        return getattr(self, part)(*args)
-
-    def contrastive(self, ids, mask, candidate_rows, keep_saliency: bool, with_task: bool):
-        """The L_cont pass: input embeddings (kept), sentence vectors, queries, task outputs, candidate points."""
-        net = self.network
-        embeds = net.embed(ids)
-        if keep_saliency:
-            embeds.retain_grad()
-        sentence = net.sentence(net.encode(embeds, mask), mask)
-        queries = net.project(sentence)
-        return _Kept(embeds), sentence, queries, self._task(sentence, with_task), self.label_points(candidate_rows)
-
-    def detection(self, ids, mask, shift):
-        """The L_det pass of the per-step mode: token logits on the perturbed sentences."""
-        embeds = self.network.embed(ids)
-        if shift is not None:
-            embeds = shift(embeds)
-        return self.network.detect(self.network.encode(embeds, mask))
-
-    def perturbed(self, ids, mask, shift):
-        """The pass over the perturbed sentences when an adversarial term reads them: token logits and queries."""
-        net = self.network
-        embeds = net.embed(ids)
-        if shift is not None:
-            embeds = shift(embeds)
-        hidden = net.encode(embeds, mask)
-        return net.detect(hidden), net.project(net.sentence(hidden, mask))
-
-    def one_pass(self, perturbed_ids, mask, candidate_rows, with_task: bool):
-        """The single pass of ``saliency_refresh="cached"``: what both passes above return, at once."""
-        net = self.network
-        embeds = net.embed(perturbed_ids)
-        embeds.retain_grad()
-        hidden = net.encode(embeds, mask)
-        sentence = net.sentence(hidden, mask)
-        queries = net.project(sentence)
-        return (_Kept(embeds), net.detect(hidden), sentence, queries, self._task(sentence, with_task),
-                self.label_points(candidate_rows))
-
-    def _task(self, sentence, with_task):
-        return self.network.task_head(sentence) if with_task else None
-
-
 class CARLTrainer:
-    """Owns everything that exists only while training: key encoder, queue, optimizer, schedule.
+    """Owns everything that exists only while training: key encoder, queue, optimizer, schedule; and the step.
+
+    :meth:`training_step` is one optimisation step; :meth:`fit` runs it over epochs (:mod:`skcarl.loop`),
+    with the callbacks of :mod:`skcarl.callbacks` around the epochs. A callback reads the trainer and may set
+    ``stop_training``; :class:`~skcarl.callbacks.BestWeights` sets ``best_epoch``.
 
     Parameters
     ----------
@@ -399,7 +321,8 @@ class CARLTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _linear_warmup_decay(warmup, total))
         self.precision = MixedPrecision(device, config.use_amp)
         self.global_step = 0
-        self.best_epoch = None
+        self.best_epoch = None  # the epoch whose weights fit kept (set by skcarl.callbacks.BestWeights)
+        self.stop_training = False  # set by a callback to end fit after the current epoch
         self.saliency_cache = None  # made by fit when saliency_refresh="cached"
 
     # ------------------------------------------------------------------ the step
@@ -413,9 +336,7 @@ class CARLTrainer:
         if self.saliency_cache is not None:
             return self._one_pass_step(batch, label_rows, task_targets, example_index, share)
         cfg = self.config
-        ids, mask, real = batch["input_ids"], batch["attention_mask"], batch["real_tokens"]
-        self.network.train()
-        self.key_network.train()
+        ids, mask, real = self._begin_step(batch)
         batch_rows, candidate_rows, queue_keys = self._candidates(label_rows, share)
 
         # With two passes the gradients are exchanged once, after the second backward (they add up locally).
@@ -438,13 +359,8 @@ class CARLTrainer:
         if self.perturbed_pass:
             embeds = embeds.tensor
             grad = embeds.grad
-            with record_function("carl/select_and_perturb"):
-                if cfg.token_selection == "saliency":
-                    scores = token_saliency(grad, embeds.detach(), cfg.saliency)
-                else:  # the random-selection ablation
-                    scores = torch.rand(ids.shape, device=ids.device)
-                chosen = select_tokens(scores, real, cfg.perturb_ratio)
-                perturbed_ids, shift, was_perturbed = self._perturb(ids, chosen, real, grad)
+            perturbed_ids, shift, was_perturbed = self._perturb(
+                ids, real, lambda: token_saliency(grad, embeds.detach(), cfg.saliency), grad)
             with self.precision.autocast(), record_function("carl/detection_forward"):
                 if not self.adversarial_on:
                     logits = self.model("detection", perturbed_ids, mask, shift)
@@ -478,20 +394,12 @@ class CARLTrainer:
         clean one: separating the two would cost the extra backward this mode exists to save.
         """
         cfg = self.config
-        ids, mask, real = batch["input_ids"], batch["attention_mask"], batch["real_tokens"]
-        self.network.train()
-        self.key_network.train()
+        ids, mask, real = self._begin_step(batch)
+        batch_rows, candidate_rows, queue_keys = self._candidates(label_rows, share)
 
         # 1. Tokens chosen by last visit's saliency.
-        with record_function("carl/select_and_perturb"):
-            if cfg.token_selection == "saliency":
-                scores = self.saliency_cache.lookup(example_index, ids.shape[1])
-            else:
-                scores = torch.rand(ids.shape, device=ids.device)
-            chosen = select_tokens(scores, real, cfg.perturb_ratio)
-            perturbed_ids = self.perturber.replace_ids(ids, chosen)
-            was_perturbed = perturbed_ids != ids
-        batch_rows, candidate_rows, queue_keys = self._candidates(label_rows, share)
+        perturbed_ids, _, was_perturbed = self._perturb(
+            ids, real, lambda: self.saliency_cache.lookup(example_index, ids.shape[1]))
 
         with self.precision.autocast():
             # 2. Keys from the clean sentences.
@@ -602,12 +510,31 @@ class CARLTrainer:
     def _weighted(self, l_cont, l_task):
         return l_cont if l_task is None else l_cont + self.task.weight * l_task
 
-    def _perturb(self, ids, chosen, real, grad):
-        """The ids to embed, the shift of their embeddings (adversarial only) and which tokens now differ."""
-        if self.perturber.kind == "adversarial":
-            return ids, functools.partial(self.perturber.shift_embeddings, grad=grad, chosen=chosen, real=real), chosen
-        perturbed_ids = self.perturber.replace_ids(ids, chosen)
-        return perturbed_ids, None, perturbed_ids != ids
+    def _begin_step(self, batch: dict):
+        """Both encoders in training mode (dropout on); the batch's token ids, attention mask and real tokens."""
+        self.network.train()
+        self.key_network.train()
+        return batch["input_ids"], batch["attention_mask"], batch["real_tokens"]
+
+    def _perturb(self, ids, real, saliency: Callable[[], torch.Tensor], grad=None):
+        """Choose the top-ρ real tokens by ``saliency()`` (at random in the random-selection ablation, which
+        never computes it) and perturb them.
+
+        Returns the ids to embed, the shift of their embeddings (adversarial only: it reads this step's
+        gradient ``grad``) and which tokens now differ from the clean sentence.
+        """
+        cfg = self.config
+        with record_function("carl/select_and_perturb"):
+            if cfg.token_selection == "saliency":
+                scores = saliency()
+            else:
+                scores = torch.rand(ids.shape, device=ids.device)
+            chosen = select_tokens(scores, real, cfg.perturb_ratio)
+            if self.perturber.kind == "adversarial":
+                shift = functools.partial(self.perturber.shift_embeddings, grad=grad, chosen=chosen, real=real)
+                return ids, shift, chosen
+            perturbed_ids = self.perturber.replace_ids(ids, chosen)
+            return perturbed_ids, None, perturbed_ids != ids
 
     def _update(self, keys, label_rows) -> None:
         if self.parallel is not None:
@@ -680,7 +607,7 @@ class CARLTrainer:
         sentences = []
         for start in range(0, len(tokens), bs):
             batch = pad_batch(tokens, range(start, min(start + bs, len(tokens))), self.pad_id, self.device)
-            hidden = self.network.encode(self.network.embed(batch["input_ids"]), batch["attention_mask"])
+            hidden = self.network.encode(self.network.embed_tokens(batch["input_ids"]), batch["attention_mask"])
             sentences.append(self.network.sentence(hidden, batch["attention_mask"]))
         sentences = torch.cat(sentences)
         if self.task is not None:
@@ -693,73 +620,17 @@ class CARLTrainer:
             total += float(self.contrastive_loss(queries[chunk], queries, points[chunk], points)) * len(queries[chunk])
         return total / len(queries)
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ training
     def fit(self, tokens: TokenizedTexts, label_rows: np.ndarray, rng: np.random.Generator,
             validation: tuple[TokenizedTexts, np.ndarray] | None = None) -> list[dict]:
-        cfg = self.config
-        rows = torch.as_tensor(label_rows, dtype=torch.float32, device=self.device)
-        val_rows = None
-        if validation is not None:
-            val_rows = torch.as_tensor(validation[1], dtype=torch.float32, device=self.device)
-        history, best_loss, best_state, epochs_without_gain = [], math.inf, None, 0
-        if cfg.saliency_refresh == "cached" and self.detection_on:
+        """Train on ``tokens`` for up to ``config.max_epochs`` epochs; the epochs' records (``history_``).
+
+        The epochs are :func:`skcarl.loop.run_epochs`; ``validation`` (held-out texts and their label rows)
+        adds the validation loss, early stopping and the best epoch's weights. The network is left in eval mode.
+        """
+        if self.config.saliency_refresh == "cached" and self.detection_on:
             self.saliency_cache = SaliencyCache(len(tokens), int(tokens.lengths.max()), self.device)
-        parallel, real_counts = self.parallel, None
-        global_batch = cfg.batch_size * (1 if parallel is None else parallel.world_size)
-        if parallel is not None:
-            real_counts = np.array([len(s) - sum(s) for s in tokens.special_tokens_mask])
-        for epoch in range(1, cfg.max_epochs + 1):
-            started = time.perf_counter()
-            # the same permutation on every rank (one seed); each rank then takes its part of every batch
-            order = rng.permutation(len(tokens))
-            batches = [order[i:i + global_batch] for i in range(0, len(order), global_batch)]
-            sums: dict[str, float] = {}
-            n_seen = 0
-            bar = tqdm(batches, desc=f"CARL epoch {epoch}/{cfg.max_epochs}", unit="batch",
-                       disable=cfg.verbose < 1 or not self.is_main, leave=cfg.verbose >= 2)
-            for index in bar:
-                share = None if parallel is None else parallel.share(index, order, real_counts)
-                local = index if share is None else share.local_index
-                targets = self.task.targets[local] if self.task is not None else None
-                step = self.training_step(pad_batch(tokens, local, self.pad_id, self.device), rows[local], targets,
-                                          example_index=local, share=share)
-                counted, n_batch = step, len(index)
-                if share is not None:
-                    counted = share.contributions(step, cfg.detection_weight,
-                                                     None if self.task is None else self.task.weight,
-                                                     {"view_loss": cfg.perturbed_view_weight,
-                                                      "consistency_loss": cfg.consistency_weight})
-                    n_batch = len(share.index)
-                for key, value in counted.items():
-                    sums[key] = sums.get(key, 0.0) + value * n_batch
-                n_seen += n_batch
-                bar.set_postfix({k: f"{v:.4f}" for k, v in step.items() if k != "loss"})
-            if parallel is not None:
-                sums = parallel.sum_floats(sums)
-            record = {"epoch": epoch, **{k: v / n_seen for k, v in sums.items()}}
-            if validation is not None:
-                if parallel is None:
-                    record["validation_loss"] = self.validation_loss(validation[0], val_rows)
-                else:  # measured once, on rank 0, so that every rank takes the same early-stopping decision
-                    value = self.validation_loss(validation[0], val_rows) if self.is_main else math.nan
-                    record["validation_loss"] = parallel.from_main(value)
-            record["duration"] = time.perf_counter() - started
-            history.append(record)
-            if cfg.verbose >= 1 and self.is_main:
-                tqdm.write("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-            if validation is None:
-                self.best_epoch = epoch  # without a validation split the last epoch is kept
-                continue
-            if record["validation_loss"] < best_loss - 1e-4:
-                best_loss, epochs_without_gain, self.best_epoch = record["validation_loss"], 0, epoch
-                best_state = [_cpu_state(self.network), _cpu_state(self.label_points)]
-            else:
-                epochs_without_gain += 1
-                if epochs_without_gain >= cfg.n_iter_no_change:
-                    break
-        if best_state is not None:
-            self.network.load_state_dict(best_state[0])
-            self.label_points.load_state_dict(best_state[1])
+        history = run_epochs(self, tokens, label_rows, rng, validation)
         self.network.eval()
         return history
 
@@ -799,6 +670,3 @@ class SaliencyCache:
         scaled = torch.where(top > 0, scores / top, torch.zeros_like(scores))
         self.scores[index, : scores.shape[1]] = torch.nan_to_num(scaled, nan=0.0).to(self.scores.dtype)
 
-
-def _cpu_state(module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}

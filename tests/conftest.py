@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny BERT saved to disk, and a small synthetic affect task."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -60,6 +62,14 @@ def synthetic_affect(n=64, seed=0):
     return texts, np.clip(np.array(va), 1, 9)
 
 
+@pytest.fixture(scope="module")
+def backbone(tiny_bert):
+    """The tiny BERT's tokenizer and encoder, loaded once per test module (deep-copy the encoder to train it)."""
+    from skcarl.backbone import load_backbone
+
+    return load_backbone(tiny_bert)
+
+
 @pytest.fixture
 def affect_data():
     return synthetic_affect()
@@ -73,6 +83,19 @@ def training_config(**values):
 
     fixed = dict(label_temperature=0.02, ranking_weight=0.0, max_epochs=3, detection_weight=0.1, learning_rate=2e-5)
     return TrainingConfig.from_params(CARLEmbedder().get_params(), **{**fixed, **values})
+
+
+def reference_selection(scores, eligible, ratio):
+    """skcarl.perturbation.select_tokens written as loops: the top ceil(ratio · n) eligible tokens of each row."""
+    chosen = np.zeros_like(eligible)
+    for i in range(len(scores)):
+        idx = [t for t in range(scores.shape[1]) if eligible[i, t]]
+        if not idx:
+            continue
+        k = min(len(idx), max(1, math.ceil(round(ratio * len(idx), 9))))
+        for t in sorted(idx, key=lambda t: -scores[i, t])[:k]:
+            chosen[i, t] = True
+    return chosen
 
 
 def infer(est, texts):

@@ -137,32 +137,6 @@ def test_auto_ranking_weight_adds_the_term_to_continuous_labels_only(tiny_bert, 
     assert classes.fit(X, y).ranking_weight_ == 100.0
 
 
-def test_early_stopping_restores_best_epoch(tiny_bert, affect_data, monkeypatch):
-    """Scripted validation losses: best at epoch 2, then two epochs without gain stop training."""
-    scripted = iter([1.0, 0.5, 0.9, 0.95, 0.1])
-    snapshots = []
-
-    def fake_validation_loss(self, tokens, labels):
-        snapshots.append({k: v.clone() for k, v in self.network.state_dict().items()})
-        return next(scripted)
-
-    monkeypatch.setattr(CARLTrainer, "validation_loss", fake_validation_loss)
-    X, y = affect_data
-    emb = CARLEmbedder(tiny_bert, **{**FAST, "max_epochs": 5}, validation_fraction=0.25,
-                       n_iter_no_change=2).fit(X, y)
-    assert emb.n_iter_ == 4 and emb.best_epoch_ == 2
-    assert emb.validation_scores_ == [1.0, 0.5, 0.9, 0.95]
-    final = emb.network_.state_dict()
-    assert all(torch.equal(final[k], snapshots[1][k]) for k in final)
-    assert not all(torch.equal(final[k], snapshots[3][k]) for k in final)
-
-
-def test_real_validation_loss_is_recorded(tiny_bert, affect_data):
-    X, y = affect_data
-    emb = CARLEmbedder(tiny_bert, **{**FAST, "max_epochs": 2}, validation_fraction=0.25).fit(X, y)
-    assert len(emb.validation_scores_) == emb.n_iter_ and np.isfinite(emb.validation_scores_).all()
-
-
 def test_label_scaling_and_auto_label_temperature(tiny_bert, affect_data):
     X, y = affect_data
     emb = CARLEmbedder(tiny_bert, **FAST, va_range=(1, 9)).fit(X, y)

@@ -90,7 +90,7 @@ def test_saliency_is_the_gradient_norm_in_target_units(regressor):
 
     # and it is a derivative: moving one word's embedding along its gradient changes f by |g| per unit
     net = regressor.network_
-    embeds = net.embed(enc["input_ids"]).detach()
+    embeds = net.embed_tokens(enc["input_ids"]).detach()
     t, h = 4, 3e-3  # "happy" (after [CLS]), central differences
     direction = grad[t] / grad[t].norm()
     forward, backward = embeds.clone(), embeds.clone()
@@ -208,7 +208,7 @@ def test_embedder_projection_estimate(embedder):
     # the random projections estimate the Frobenius norm of the Jacobian dz/dE_t
     net = embedder.network_.eval()
     ids = embedder.tokenizer_([text], return_tensors="pt")
-    embeds = net.embed(ids["input_ids"]).detach()
+    embeds = net.embed_tokens(ids["input_ids"]).detach()
 
     def z(e):
         h = net.encode(e, ids["attention_mask"])

@@ -69,7 +69,8 @@ class CARLModel:
         return self.estimator.predict(texts)
 
     def params(self) -> dict:
-        params = {k: v for k, v in self.estimator.get_params().items() if k != "verbose"}
+        # what a run computes: without the progress display and the training-time hooks (callbacks=None here)
+        params = {k: v for k, v in self.estimator.get_params().items() if k not in ("verbose", "callbacks")}
         # the weight the fit will use, so that "auto" and the number it stands for are one run
         params["ranking_weight"] = resolve_ranking_weight(params["ranking_weight"], self.task == "va",
                                                           params["contrastive_loss"])
