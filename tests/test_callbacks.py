@@ -173,7 +173,7 @@ def test_default_callbacks_complete_the_record_before_they_read_it():
 def test_the_callbacks_parameter_names_itself_and_the_wrong_item():
     for ok in (None, [], [Recorder(), StopAfter(1)]):
         CARLEmbedder(callbacks=ok).validate_params()
-    with pytest.raises(ValueError, match=r"'callbacks' parameter of CARLEmbedder must be None or a list.*Got <function"):
+    with pytest.raises(ValueError, match=r"'callbacks' parameter of CARLEmbedder must be None or a list.*Got <func"):
         CARLEmbedder(callbacks=lambda trainer: None).validate_params()
     with pytest.raises(ValueError, match=r"'log' in the list is a str"):
         CARLEmbedder(callbacks=[Recorder(), "log"]).validate_params()
