@@ -107,3 +107,18 @@ def infer(est, texts):
     if isinstance(est, CARLRegressor):
         return est.predict(texts)
     return est.transform(texts)
+
+
+# device="cpu": on a CUDA machine "auto" would train on the GPU, where refits are not bitwise reproducible.
+FAST = dict(batch_size=16, max_epochs=1, queue_size=8, random_state=0, device="cpu")
+
+
+def make(cls, path, **params):
+    """An estimator on the backbone at ``path`` with the fast parameters (``params`` win)."""
+    return cls(path, **{**FAST, **params})
+
+
+def quadrant_labels(va):
+    """Emotion name of each text's VA quadrant; the quadrant's words are in the text, so labels correlate."""
+    high_v, high_a = va[:, 0] > 5, va[:, 1] > 5
+    return np.where(high_v, np.where(high_a, "joy", "calmness"), np.where(high_a, "anger", "sadness"))

@@ -15,7 +15,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
-from conftest import infer, synthetic_affect
+from conftest import FAST, infer, make, quadrant_labels, synthetic_affect
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import cross_validate
 from sklearn.utils.validation import check_is_fitted
@@ -31,7 +31,6 @@ from skcarl.backbone import DEFAULT_BACKBONE
 from skcarl.network import CARLNetwork
 from skcarl.training import CARLTrainer
 
-FAST = dict(batch_size=16, max_epochs=1, queue_size=8, random_state=0, device="cpu")
 X, VA = synthetic_affect(48, seed=0)
 
 
@@ -111,16 +110,11 @@ def test_the_core_imports_neither_io_nor_explain():
 
 # ================================================================================================== all-or-nothing fit
 ESTIMATORS = [CARLEmbedder, CARLRegressor, CARLClassifier]
-LABELS = np.where(VA[:, 0] > 5, np.where(VA[:, 1] > 5, "joy", "calmness"),
-                  np.where(VA[:, 1] > 5, "anger", "sadness"))
+LABELS = quadrant_labels(VA)
 
 
 def ids(value):
     return value.__name__ if isinstance(value, type) else repr(value)
-
-
-def make(cls, path, **params):
-    return cls(path, **{**FAST, **params})
 
 
 def targets_for(cls):

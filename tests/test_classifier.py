@@ -3,31 +3,18 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import synthetic_affect
+from conftest import make, quadrant_labels, synthetic_affect
 from scipy.special import expit, softmax
 from sklearn.utils.class_weight import compute_class_weight
 
 from skcarl import CARLClassifier
 from skcarl._va_table import DEFAULT_VA_TABLE
 
-# device="cpu": on a CUDA machine "auto" would train on the GPU, where refits are not bitwise reproducible.
-FAST = dict(batch_size=16, max_epochs=1, queue_size=8, random_state=0, device="cpu")
 CLASSES = ["joy", "anger", "sadness", "calmness"]  # all in skcarl's default VA table
 X, VA = synthetic_affect(48, seed=0)
 
 
-def quadrant_labels(va):
-    """Emotion name of each text's VA quadrant; the quadrant's words are in the text, so labels correlate."""
-    high_v, high_a = va[:, 0] > 5, va[:, 1] > 5
-    return np.where(high_v, np.where(high_a, "joy", "calmness"), np.where(high_a, "anger", "sadness"))
-
-
 LABELS = quadrant_labels(VA)
-
-
-def make(cls, path, **params):
-    """An estimator with the fast parameters."""
-    return cls(path, **{**FAST, **params})
 
 
 @pytest.fixture(scope="module")

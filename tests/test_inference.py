@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import infer, synthetic_affect
+from conftest import infer, make, quadrant_labels, synthetic_affect
 
 import skcarl
 import skcarl.regressor
@@ -19,15 +19,9 @@ import skcarl.training
 from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
 from skcarl.network import CARLNetwork
 
-FAST = dict(batch_size=16, max_epochs=1, queue_size=8, random_state=0, device="cpu")
 ESTIMATORS = [CARLEmbedder, CARLRegressor, CARLClassifier]
 X, VA = synthetic_affect(48, seed=0)
-LABELS = np.where(VA[:, 0] > 5, np.where(VA[:, 1] > 5, "joy", "calmness"),
-                  np.where(VA[:, 1] > 5, "anger", "sadness"))
-
-
-def make(cls, path, **params):
-    return cls(path, **{**FAST, **params})
+LABELS = quadrant_labels(VA)
 
 
 def targets_for(cls):

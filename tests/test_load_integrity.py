@@ -16,7 +16,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_affect
+from conftest import FAST, make, quadrant_labels, synthetic_affect
 from safetensors.torch import load_file, save_file
 
 import skcarl
@@ -25,7 +25,6 @@ import skcarl.training
 from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
 from skcarl.io import InvalidModelError
 
-FAST = dict(batch_size=16, max_epochs=1, queue_size=8, random_state=0, device="cpu")
 X, VA = synthetic_affect(32, seed=3)
 HANG_LIMIT_S = 60
 
@@ -318,12 +317,7 @@ def test_a_deeply_nested_config_in_the_save_target_is_not_a_model(saved, tmp_pat
 
 # ======================================================================================= no pickle, no edits, no swaps
 ESTIMATORS = [CARLEmbedder, CARLRegressor, CARLClassifier]
-LABELS = np.where(VA[:, 0] > 5, np.where(VA[:, 1] > 5, "joy", "calmness"),
-                  np.where(VA[:, 1] > 5, "anger", "sadness"))
-
-
-def make(cls, path, **params):
-    return cls(path, **{**FAST, **params})
+LABELS = quadrant_labels(VA)
 
 
 def targets_for(cls):

@@ -2,29 +2,15 @@
 
 import numpy as np
 import pytest
-from conftest import synthetic_affect
+from conftest import make, quadrant_labels, synthetic_affect
 from sklearn.metrics import r2_score
 
 from skcarl import CARLRegressor
 
-# device="cpu": on a CUDA machine "auto" would train on the GPU, where refits are not bitwise reproducible.
-FAST = dict(batch_size=16, max_epochs=1, queue_size=8, random_state=0, device="cpu")
-
 X, VA = synthetic_affect(48, seed=0)
 
 
-def quadrant_labels(va):
-    """Emotion name of each text's VA quadrant; the quadrant's words are in the text, so labels correlate."""
-    high_v, high_a = va[:, 0] > 5, va[:, 1] > 5
-    return np.where(high_v, np.where(high_a, "joy", "calmness"), np.where(high_a, "anger", "sadness"))
-
-
 LABELS = quadrant_labels(VA)
-
-
-def make(cls, path, **params):
-    """An estimator with the fast parameters."""
-    return cls(path, **{**FAST, **params})
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import sklearn
 import torch
-from conftest import synthetic_affect
+from conftest import make, quadrant_labels, synthetic_affect
 from scipy.stats import uniform
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.exceptions import NotFittedError
@@ -46,8 +46,6 @@ import skcarl
 from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
 from skcarl._va_table import DEFAULT_VA_TABLE
 
-# device="cpu": on a CUDA machine "auto" would train on the GPU, where refits are not bitwise reproducible.
-FAST = dict(batch_size=16, max_epochs=1, queue_size=8, random_state=0, device="cpu")
 ESTIMATORS = [CARLEmbedder, CARLRegressor, CARLClassifier]
 HIDDEN = 32  # hidden size of conftest's tiny BERT
 CLASSES = ["joy", "anger", "sadness", "calmness"]  # all in skcarl's default VA table
@@ -55,18 +53,7 @@ CLASSES = ["joy", "anger", "sadness", "calmness"]  # all in skcarl's default VA 
 X, VA = synthetic_affect(48, seed=0)
 
 
-def quadrant_labels(va):
-    """Emotion name of each text's VA quadrant; the quadrant's words are in the text, so labels correlate."""
-    high_v, high_a = va[:, 0] > 5, va[:, 1] > 5
-    return np.where(high_v, np.where(high_a, "joy", "calmness"), np.where(high_a, "anger", "sadness"))
-
-
 LABELS = quadrant_labels(VA)
-
-
-def make(cls, path, **params):
-    """An estimator with the fast parameters."""
-    return cls(path, **{**FAST, **params})
 
 
 def targets_for(cls):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import infer, synthetic_affect
+from conftest import FAST, infer, make, quadrant_labels, synthetic_affect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,18 +66,12 @@ def test_the_pairs_that_must_agree_are_checked_after_the_table():
 
 
 # ======================================================================================== bad X, bad y, bad parameters
-FAST = dict(batch_size=16, max_epochs=1, queue_size=8, random_state=0, device="cpu")
 X, VA = synthetic_affect(48, seed=0)
-LABELS = np.where(VA[:, 0] > 5, np.where(VA[:, 1] > 5, "joy", "calmness"),
-                  np.where(VA[:, 1] > 5, "anger", "sadness"))
+LABELS = quadrant_labels(VA)
 
 
 def ids(value):
     return value.__name__ if isinstance(value, type) else repr(value)
-
-
-def make(cls, path, **params):
-    return cls(path, **{**FAST, **params})
 
 
 def targets_for(cls):
