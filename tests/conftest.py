@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 WORDS = (
     "happy joy great love wonderful calm sleepy quiet tired bored sad gloomy angry furious scared panic "
@@ -122,3 +123,25 @@ def quadrant_labels(va):
     """Emotion name of each text's VA quadrant; the quadrant's words are in the text, so labels correlate."""
     high_v, high_a = va[:, 0] > 5, va[:, 1] > 5
     return np.where(high_v, np.where(high_a, "joy", "calmness"), np.where(high_a, "anger", "sadness"))
+
+
+def fit_each(path, X, va):
+    """One fitted estimator of each kind on texts ``X``: the classifier on ``va``'s quadrant labels, the others
+    on ``va``."""
+    from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
+
+    labels = quadrant_labels(va)
+    return {cls: make(cls, path).fit(X, labels if cls is CARLClassifier else va)
+            for cls in (CARLEmbedder, CARLRegressor, CARLClassifier)}
+
+
+FINITE = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def label_arrays(draw, min_rows=1):
+    """Hypothesis strategy: finite label arrays of 1–3 columns and ``min_rows`` to 12 rows."""
+    rows = draw(st.integers(min_rows, 12))
+    cols = draw(st.integers(1, 3))
+    values = draw(st.lists(FINITE, min_size=rows * cols, max_size=rows * cols))
+    return np.array(values, dtype=np.float64).reshape(rows, cols)

@@ -11,27 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import infer, make, quadrant_labels, synthetic_affect
+from conftest import fit_each, infer, make, synthetic_affect
 
 import skcarl
 import skcarl.regressor
 import skcarl.training
-from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
+from skcarl import CARLEmbedder, CARLRegressor
 from skcarl.network import CARLNetwork
 
-ESTIMATORS = [CARLEmbedder, CARLRegressor, CARLClassifier]
 X, VA = synthetic_affect(48, seed=0)
-LABELS = quadrant_labels(VA)
-
-
-def targets_for(cls):
-    return LABELS if cls is CARLClassifier else VA
 
 
 @pytest.fixture(scope="module")
 def models(tiny_bert):
     """One fitted estimator of each kind; tests that change one work on a pickled copy."""
-    return {cls: make(cls, tiny_bert).fit(X, targets_for(cls)) for cls in ESTIMATORS}
+    return fit_each(tiny_bert, X, VA)
 
 
 def copy_of(est):

@@ -16,7 +16,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, make, quadrant_labels, synthetic_affect
+from conftest import FAST, fit_each, synthetic_affect
 from safetensors.torch import load_file, save_file
 
 import skcarl
@@ -316,18 +316,12 @@ def test_a_deeply_nested_config_in_the_save_target_is_not_a_model(saved, tmp_pat
 
 
 # ======================================================================================= no pickle, no edits, no swaps
-ESTIMATORS = [CARLEmbedder, CARLRegressor, CARLClassifier]
-LABELS = quadrant_labels(VA)
-
-
-def targets_for(cls):
-    return LABELS if cls is CARLClassifier else VA
 
 
 @pytest.fixture(scope="module")
 def models(tiny_bert):
     """One fitted estimator of each kind; tests that change one work on a pickled copy."""
-    return {cls: make(cls, tiny_bert).fit(X, targets_for(cls)) for cls in ESTIMATORS}
+    return fit_each(tiny_bert, X, VA)
 
 
 class _Payload:

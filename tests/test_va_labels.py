@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_affect
+from conftest import FINITE, label_arrays, synthetic_affect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -105,15 +105,6 @@ def test_column_vector_of_labels_is_read_as_one_label_per_row():
 
 
 # ========================================================================================= properties of label scaling
-FINITE = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
-
-
-@st.composite
-def label_arrays(draw, min_rows=1):
-    rows = draw(st.integers(min_rows, 12))
-    cols = draw(st.integers(1, 3))
-    values = draw(st.lists(FINITE, min_size=rows * cols, max_size=rows * cols))
-    return np.array(values, dtype=np.float64).reshape(rows, cols)
 
 
 @settings(max_examples=150, deadline=None)

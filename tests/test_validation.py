@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, infer, make, quadrant_labels, synthetic_affect
+from conftest import FAST, fit_each, infer, label_arrays, make, quadrant_labels, synthetic_affect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -81,7 +81,7 @@ def targets_for(cls):
 @pytest.fixture(scope="module")
 def models(tiny_bert):
     """One fitted estimator of each kind; tests that change one work on a pickled copy."""
-    return {cls: make(cls, tiny_bert).fit(X, targets_for(cls)) for cls in ESTIMATORS}
+    return fit_each(tiny_bert, X, VA)
 
 
 def no_fitted_attributes(est):
@@ -164,17 +164,6 @@ PARAMETER_CASES = [(cls, name, value) for cls in ESTIMATORS
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
 NOT_TEXT = st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.binary(max_size=5),
                      st.lists(st.text(max_size=3), max_size=2), st.booleans())
-
-
-FINITE = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
-
-
-@st.composite
-def label_arrays(draw, min_rows=1):
-    rows = draw(st.integers(min_rows, 12))
-    cols = draw(st.integers(1, 3))
-    values = draw(st.lists(FINITE, min_size=rows * cols, max_size=rows * cols))
-    return np.array(values, dtype=np.float64).reshape(rows, cols)
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=ids)
