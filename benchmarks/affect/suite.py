@@ -68,6 +68,13 @@ PROFILES = {
                         "2,000 Ekman rows of GoEmotions dev and test; minimal pairs in a dev and a test half",
                         learning_rates=SMALL_BUDGET_LEARNING_RATES,
                         transfer_probe_rows={"goemotions": 8000, "emobank": 1500}),
+    # the transfer protocol at the estimators' own budget: all of EmoBank, their default epochs and learning rates
+    "transfer-full": Profile(None, 8000, 2000, 3, (0, 1, 2), TRANSFER_METHODS,
+                             "all 8,062 EmoBank / 8,000 GoEmotions training texts, 3 epochs, 3 seeds, the estimators' "
+                             "default learning rates; each model also probed on the other corpus (8,000 GoEmotions / "
+                             "1,500 EmoBank probe-training rows), 2,000 Ekman rows of GoEmotions dev and test, and on "
+                             "the minimal pairs",
+                             transfer_probe_rows={"goemotions": 8000, "emobank": 1500}),
     "full": Profile(None, 8000, None, 2, (0, 1, 2), MAIN_METHODS + tuple(ABLATIONS),
                     "all 8,062 EmoBank and 8,000 GoEmotions training texts, 2 epochs, 3 seeds, all methods"),
 }
