@@ -91,7 +91,8 @@ def check_saliency_refresh(params) -> None:
     if params["perturbed_view_weight"] or params["consistency_weight"]:
         raise ValueError("saliency_refresh='cached' cannot be combined with perturbed_view_weight > 0 or "
                          "consistency_weight > 0: those terms compare the perturbed sentence with the clean "
-                         "one, which the cached mode does not encode. Use saliency_refresh='step'.")
+                         "one, which the cached mode does not encode. Use saliency_refresh='step', or set "
+                         "consistency_weight=0 and perturbed_view_weight=0 (detection alone can use the cache).")
 
 
 def carl_estimator(cls):
@@ -133,12 +134,12 @@ class _CARLBase(PersistenceMixin, ExplainMixin, BaseEstimator):
         saliency="grad_norm",
         token_selection="saliency",
         saliency_refresh="step",
-        perturbation="random",
+        perturbation="adversarial",
         perturb_ratio=0.15,
-        perturb_eps=1.0,
+        perturb_eps=0.1,
         detection_weight=0.0,
         perturbed_view_weight=0.0,
-        consistency_weight=0.0,
+        consistency_weight=10.0,
         learning_rate=5e-5,
         head_learning_rate=1e-3,
         weight_decay=0.01,

@@ -169,7 +169,10 @@ class TokenPerturber:
     def shift_embeddings(self, embeds: torch.Tensor, grad: torch.Tensor, chosen: torch.Tensor,
                          real: torch.Tensor) -> torch.Tensor:
         """E + δ for ``"adversarial"``; δ is a constant (no gradient flows through it)."""
-        scale = self.eps * embeds.detach().float()[real.bool()].norm(dim=-1).mean()
+        norms = embeds.detach().float()[real.bool()].norm(dim=-1)
+        if norms.numel() == 0:  # a batch of blank texts: no token to shift (and the mean of no norms is NaN)
+            return embeds
+        scale = self.eps * norms.mean()
         direction = torch.nn.functional.normalize(torch.nan_to_num(grad.float()), dim=-1)
         delta = scale * direction * chosen.unsqueeze(-1)
         return embeds + delta.to(embeds.dtype)

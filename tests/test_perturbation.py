@@ -253,6 +253,15 @@ def test_adversarial_shift_with_zero_or_nan_gradient_is_finite():
     torch.testing.assert_close(out[0, 2], E[0, 2] + norm * torch.tensor([0.6, 0.8]))
 
 
+def test_adversarial_shift_of_a_batch_without_real_tokens_leaves_it_unchanged():
+    """Blank texts only ([CLS] [SEP]): no norm to average, no token to shift, no nan."""
+    E = torch.randn(2, 2, 4)
+    nothing = torch.zeros(2, 2, dtype=torch.bool)
+    out = TokenPerturber("adversarial", VOCAB, SPECIAL, eps=0.1).shift_embeddings(E, torch.randn(2, 2, 4),
+                                                                                   nothing, nothing)
+    torch.testing.assert_close(out, E)
+
+
 def test_perturber_constructor_errors():
     """Unknown kind, mask without mask_id, unigram without non-special mass are ValueErrors."""
     with pytest.raises(ValueError, match="swap"):
