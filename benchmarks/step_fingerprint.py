@@ -24,8 +24,7 @@ from skcarl.network import CARLNetwork
 from skcarl.perturbation import PERTURBATIONS, TOKEN_SELECTIONS, TokenPerturber
 from skcarl.training import CARLTrainer, TrainingConfig
 
-# the estimators' defaults (the consistency term among them) with detection on as well, so that every term of
-# the step is covered, and fixed values for the "auto" settings
+# the estimators' defaults with detection on, and fixed values for the "auto" settings
 SETTING = {**CARLEmbedder().get_params(), "label_temperature": 0.02, "ranking_weight": 0.0, "max_epochs": 3,
            "detection_weight": 0.1, "learning_rate": 2e-5}
 

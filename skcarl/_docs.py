@@ -54,25 +54,21 @@ CARL_PARAMETERS = """\
         ``"step"`` measures the saliency afresh at every step and runs a second forward and backward pass
         on the perturbed sentences for L_det. ``"cached"`` chooses each text's tokens by the saliency of its
         previous visit (random tokens on the first visit), so that one pass of the query encoder over the
-        perturbed sentence serves both losses: a step costs about 4 instead of 7 forward-units. It serves
-        the detection task alone: it needs ``consistency_weight=0``, ``perturbed_view_weight=0`` and a
-        discrete ``perturbation`` (the adversarial shift needs the current gradient).
-    perturbation : {"random", "unigram", "mask", "adversarial"} or None, default="adversarial"
+        perturbed sentence serves both losses: a step costs about 4 instead of 7 forward-units. Not
+        available with ``perturbation="adversarial"``, which needs the current gradient.
+    perturbation : {"random", "unigram", "mask", "adversarial"} or None, default="random"
         How the chosen tokens are perturbed: a random vocabulary token, a token drawn from the training
-        corpus' unigram distribution, the mask token, or a shift of the embedding along its gradient (the
-        form of the default consistency term). ``None`` switches the perturbation and every term that uses
-        it off.
+        corpus' unigram distribution, the mask token, or a shift of the embedding along its gradient.
+        ``None`` switches the detection objective off.
     perturb_ratio : float in (0, 1], default=0.15
         ρ: each sentence gets ⌈ρ·n⌉ perturbed tokens out of its n real tokens (at least one).
-    perturb_eps : float, default=0.1
-        ε of ``perturbation="adversarial"``, relative to the mean norm of the batch's token embeddings: the
-        default shift is a tenth of a token embedding's length, small enough to leave the sentence's meaning
-        (the regime of FreeLB and SMART); ε = 1 with μ_adv = 100 lowered every dev score in the study.
+    perturb_eps : float, default=1.0
+        ε of ``perturbation="adversarial"``, relative to the mean norm of the batch's token embeddings.
     detection_weight : float, default=0.0
-        λ in L = L_cont + λ·L_det; ``0`` (the default) switches the token head off. 0.1 is the weight we use
-        when it is on (the paper's full objective; with ``perturbation="random"`` the head spots replaced
-        tokens as in the paper). Off by default because on EmoBank and GoEmotions it changed no score beyond
-        seed noise, in-domain or in transfer, while making a step slower (``docs/benchmarks.md``).
+        λ in L = L_cont + λ·L_det; ``0`` (the default) switches detection off, and with it the saliency,
+        token selection and perturbation parameters. 0.1 is the weight we use when it is on. Off by default
+        because on EmoBank and GoEmotions it changed no score beyond seed noise while making a step about
+        1.6× slower (``docs/benchmarks.md``).
     perturbed_view_weight : float, default=0.0
         μ_view of the perturbed sentence as a second query view in L_cont: the sentence with its most salient
         tokens perturbed (``token_selection``, ``perturb_ratio``, ``perturbation``) is encoded by the query
@@ -80,15 +76,12 @@ CARL_PARAMETERS = """\
         L = L_cont + λ·L_det + μ_view·L_cont(perturbed). ``0`` leaves it out. Needs
         ``saliency_refresh="step"`` and a ``perturbation``; runs the perturbed pass of the detection task
         (shared with it when λ > 0).
-    consistency_weight : float, default=10.0
+    consistency_weight : float, default=0.0
         μ_adv of the adversarial consistency term (:class:`skcarl.losses.SimilarityConsistencyLoss`): the KL
         divergence from the clean query's softmax over the candidates to the perturbed sentence's, the
         clean one a fixed target (virtual adversarial training / SMART on the contrastive similarities).
         With ``perturbation="adversarial"`` the most salient tokens' embeddings are shifted by
-        ``perturb_eps`` along ∂L_cont/∂E. This is the adversarial half that is on by default: of the forms
-        studied it alone lifted transfer to GoEmotions on dev by more than two seed-sds (Ekman macro-F1
-        +0.036) without losing in-domain (``docs/study_log.md``). ``0`` leaves it out (L_cont alone);
-        needs ``saliency_refresh="step"``.
+        ``perturb_eps`` along ∂L_cont/∂E. ``0`` leaves it out; needs ``saliency_refresh="step"``.
     learning_rate : float, default=5e-5
         AdamW learning rate of the encoder. Chosen on EmoBank dev: after one epoch over its 8,062 training
         texts, 5e-5 and 1e-4 beat 2e-5 (probe r_V 0.678 and 0.681 against 0.669); the lower of the two is kept

@@ -32,8 +32,7 @@ def cases():
         "classifier": (CARLClassifier, dict(common, perturbation="mask", va_map="learn",
                                             contrastive_loss="rank_n_contrast"), "classes"),
         # random replacements and first visits: the ranks must agree, a single process cannot match
-        "regressor_cached": (CARLRegressor, dict(common, saliency_refresh="cached", perturbation="random",
-                                                        consistency_weight=0.0), "va"),
+        "regressor_cached": (CARLRegressor, dict(common, saliency_refresh="cached", perturbation="random"), "va"),
     }
 
 

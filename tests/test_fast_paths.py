@@ -101,17 +101,13 @@ def test_cached_first_visit_is_random_and_later_visits_follow_the_cache():
     assert torch.isfinite(cache.lookup([2], 6)).all()
 
 
-# the cached mode serves the detection task alone: no consistency term, a discrete operator
-DETECTION_ALONE = dict(consistency_weight=0.0, perturbation="random")
-
-
 def test_cached_refresh_fits_end_to_end(tiny_bert, affect_data):
     X, y = affect_data
     emb = CARLEmbedder(tiny_bert, batch_size=16, max_epochs=2, queue_size=16, random_state=0,
-                       detection_weight=0.1, saliency_refresh="cached", **DETECTION_ALONE).fit(X, y)
+                       detection_weight=0.1, saliency_refresh="cached").fit(X, y)
     assert np.isfinite(emb.loss_curve_).all() and emb.history_[0]["detection_loss"] > 0
     again = CARLEmbedder(tiny_bert, batch_size=16, max_epochs=2, queue_size=16, random_state=0,
-                         detection_weight=0.1, saliency_refresh="cached", **DETECTION_ALONE).fit(X, y)
+                         detection_weight=0.1, saliency_refresh="cached").fit(X, y)
     np.testing.assert_array_equal(emb.transform(X), again.transform(X))
 
 

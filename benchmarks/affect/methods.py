@@ -96,13 +96,13 @@ class DiscreteSupCon(CARLModel):
     EmoBank's (V, A) are cut into a 3 × 3 grid at the training texts' tertiles; GoEmotions uses its Ekman
     groups. Each text's label is the one-hot row of its bin, and ``contrastive_loss="weighted_supcon"`` with
     σ = 0.05 gives same-bin candidates weight 1 and all others exp(−2/(2·0.05²)) ≈ 0: SupCon exactly, with
-    CARL's momentum encoder and queue, and none of the adversarial half. Against CARL it changes the labels
-    (and drops the adversarial term, whose own effect is the ``carl_no_adversarial`` ablation).
+    CARL's momentum encoder and queue, and no detection. Against CARL it changes the labels (and drops
+    L_det, whose own effect is the λ = 0 ablation).
     """
 
     def __init__(self, budget, task, seed):
         super().__init__(budget, task, seed, contrastive_loss="weighted_supcon", label_temperature=0.05,
-                         detection_weight=0.0, ranking_weight=0.0, **L_CONT_ALONE)
+                         detection_weight=0.0, ranking_weight=0.0)
 
     def fit(self, frame):
         if self.task == "va":
@@ -127,23 +127,17 @@ RANKING_TERMS = {
     "carl_ranking_100_sharp": dict(ranking_weight=100.0, ranking_temperature=0.25),
 }
 
-# L_cont alone: no adversarial term, and a discrete operator for the rows that add one. The adversarial study
-# measured every candidate form on this base, one at a time; the winner (mild consistency) is now the default,
-# so the study's rows name the base instead of taking the defaults.
-L_CONT_ALONE = dict(consistency_weight=0.0, perturbation="random", perturb_eps=1.0)
-
-# The candidate forms of the adversarial half (λ = 0): their weights put the new term in the units of L_cont,
-# whose Rank-N-Contrast part carries w = 100
+# The candidate forms of the adversarial half, each on the defaults (λ = 0): their weights put the new term in
+# the units of L_cont, whose Rank-N-Contrast part carries w = 100
 ADVERSARIAL_FORMS = {
     "carl_perturbed_view": ("perturbed view: salient tokens replaced, 2nd query in L_cont (μ_view = 1)",
-                            dict(L_CONT_ALONE, perturbed_view_weight=1.0)),
+                            dict(perturbed_view_weight=1.0)),
     "carl_adversarial_consistency": ("adversarial consistency: salient embeddings shifted along ∂L/∂E, KL to clean "
                                      "(μ_adv = 100, ε = 1)",
-                                     dict(L_CONT_ALONE, consistency_weight=100.0, perturbation="adversarial")),
+                                     dict(consistency_weight=100.0, perturbation="adversarial")),
     # the FreeLB/SMART regime: a shift a tenth of a token embedding's norm, a term a tenth of the ranking term's
-    # (the estimators' default: the suite runs it as the CARL row)
     "carl_adversarial_consistency_mild": ("adversarial consistency, mild: μ_adv = 10, ε = 0.1",
-                                          dict(L_CONT_ALONE, consistency_weight=10.0, perturbation="adversarial",
+                                          dict(consistency_weight=10.0, perturbation="adversarial",
                                                perturb_eps=0.1)),
 }
 
@@ -152,7 +146,6 @@ ABLATIONS = {
     "carl_label_temperature": ("τ_y = 0.05 instead of auto (≈ 0.02 on EmoBank)", dict(label_temperature=0.05)),
     "carl_queue_1024": (f"queue of 1,024 keys instead of {_DEFAULTS['queue_size']:,}", dict(queue_size=1024)),
     "carl_momentum_099": (f"key-encoder momentum 0.99 instead of {_DEFAULTS['momentum']:g}", dict(momentum=0.99)),
-    "carl_no_adversarial": ("no adversarial term (μ_adv = 0): L_cont alone", L_CONT_ALONE),
     "carl_no_detection": ("no detection (λ = 0)", dict(detection_weight=0.0)),
     "carl_detection": (f"with detection (λ = {DETECTION_WEIGHT})", dict(detection_weight=DETECTION_WEIGHT)),
     "carl_random_tokens": ("λ = 0.1, random token selection",
@@ -214,14 +207,18 @@ def all_methods(learning_rates=None) -> dict[str, Method]:
         Method("carl", "CARL (CARLEmbedder defaults)", "carl", _carl()),
         Method("carl_e2e", "CARLRegressor / CARLClassifier", "carl", _carl(estimator="e2e")),
     ]
-    # an ablation may set what the defaults already are (carl_adversarial_consistency_mild, the default form):
-    # it stays a known name, and the suite runs it once, under the first name that computes it
-    methods += [Method(name, label, "ablation", _carl(**params)) for name, (label, params) in ABLATIONS.items()]
+    defaults = CARLEmbedder().get_params()
+    seen = [defaults]
+    for name, (label, params) in ABLATIONS.items():
+        # an ablation that computes what the CARL row or an earlier ablation computes (it sets defaults) is skipped
+        effective = {**defaults, **params}
+        if effective not in seen:
+            seen.append(effective)
+            methods.append(Method(name, label, "ablation", _carl(**params)))
     return {m.name: m for m in methods}
 
 
 MAIN_METHODS = ("tfidf", "frozen", "plain", "supcon_bins", "carl", "carl_e2e")
 # the transfer protocol's rows: the encoders (TF-IDF is no embedding to transfer), CARL with the paper's full
 # objective (detection on) and the adversarial forms
-TRANSFER_METHODS = ("frozen", "plain", "supcon_bins", "carl", "carl_no_adversarial", "carl_detection",
-                    *ADVERSARIAL_FORMS)
+TRANSFER_METHODS = ("frozen", "plain", "supcon_bins", "carl", "carl_detection", *ADVERSARIAL_FORMS)
