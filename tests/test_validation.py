@@ -272,6 +272,10 @@ def test_empty_and_whitespace_only_texts_are_valid_texts_with_one_shared_embeddi
     blank = ["", " ", "\t", "\n", "", "  "]
     est = make(CARLEmbedder, tiny_bert, batch_size=4, detection_weight=0.1).fit(blank, VA[:6])
     assert np.isfinite(est.loss_curve_).all() and est.history_[0]["detection_loss"] == 0.0
+    # the adversarial shift has no token norm to scale by: it leaves the batch alone, the losses stay finite
+    est = make(CARLEmbedder, tiny_bert, batch_size=4, consistency_weight=10.0, perturbation="adversarial",
+               perturb_eps=0.1).fit(blank, VA[:6])
+    assert np.isfinite(est.loss_curve_).all() and np.isfinite(est.history_[0]["consistency_loss"])
 
 
 def test_texts_longer_than_max_length_warn_once_with_the_count(tiny_bert, models):
