@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from benchmarks.affect.methods import ADVERSARIAL_FORMS
 from benchmarks.data import emobank_texts, load_emobank
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,7 +184,7 @@ STEP_SETTINGS = {
     "carl_step": dict(detection_weight=0.1),
     "carl_cached": dict(detection_weight=0.1, saliency_refresh="cached"),
     "carl_no_detection": {},
-    "carl_consistency": dict(consistency_weight=10.0, perturbation="adversarial", perturb_eps=0.1),
+    "carl_consistency": ADVERSARIAL_FORMS["carl_adversarial_consistency_mild"][1],
 }
 
 

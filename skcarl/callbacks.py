@@ -183,6 +183,11 @@ class ProgressBar(Callback):
             tqdm.write("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
 
+# what EarlyStopping and BestWeights watch unless told otherwise: one home for both
+MONITOR = "validation_loss"
+THRESHOLD = 1e-4
+
+
 def _improves(value: float, best: float, threshold: float) -> bool:
     """Whether ``value`` is lower than ``best`` by more than ``threshold`` (never for NaN)."""
     return value < best - threshold
@@ -217,7 +222,7 @@ class EarlyStopping(Callback):
     4 True
     """
 
-    def __init__(self, patience: int, monitor: str = "validation_loss", threshold: float = 1e-4):
+    def __init__(self, patience: int, monitor: str = MONITOR, threshold: float = THRESHOLD):
         self.patience = patience
         self.monitor = monitor
         self.threshold = threshold
@@ -266,7 +271,7 @@ class BestWeights(Callback):
     (2, 2.0)
     """
 
-    def __init__(self, monitor: str = "validation_loss", threshold: float = 1e-4):
+    def __init__(self, monitor: str = MONITOR, threshold: float = THRESHOLD):
         self.monitor = monitor
         self.threshold = threshold
 
