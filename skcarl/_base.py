@@ -330,6 +330,7 @@ class _CARLBase(PersistenceMixin, ExplainMixin, BaseEstimator):
                 torch.manual_seed(run.seed + run.parallel.rank)
             validation = None if val_idx is None else (tokens.subset(val_idx), prepared.rows[val_idx])
             history = trainer.fit(train_tokens, prepared.rows[train_idx], run.rng, validation)
+            self._refit_head(trainer.network, tokenizer, train_tokens, prepared, train_idx, run.device)
             check_finite_fit(self, trainer.network, tokenizer, texts, max_length=max_tokens, device=run.device)
         fitted = dict(prepared.fitted, **prepared.learned_attributes(), **settings,
                       **_training_record(trainer, history, validation is not None),
@@ -397,8 +398,16 @@ class _CARLBase(PersistenceMixin, ExplainMixin, BaseEstimator):
         warm-started network keeps its trained head."""
         if prepared.probe is None or network.task_head is None or network is getattr(self, "network_", None):
             return
-        _initialise_head_by_probe(network.to(device), train_tokens, prepared.probe, prepared.task_targets[train_idx],
-                                  tokenizer.pad_token_id, self.batch_size, device)
+        _fit_head(network.to(device), train_tokens, prepared.probe, prepared.task_targets[train_idx],
+                  tokenizer.pad_token_id, self.batch_size, device, train_mode=True)
+
+    def _refit_head(self, network, tokenizer, train_tokens, prepared: PreparedTargets, train_idx, device):
+        """Re-fit the task head as the linear model that ``_prepare_targets`` chose (``prepared.refit``), on
+        the tuned encoder's features of the training texts, dropout off: the features ``predict`` reads."""
+        if prepared.refit is None or network.task_head is None:
+            return
+        _fit_head(network.to(device), train_tokens, prepared.refit, prepared.task_targets[train_idx],
+                  tokenizer.pad_token_id, self.batch_size, device, train_mode=False)
 
     def _resolve_settings(self, prepared: PreparedTargets, train_idx, run: _Run) -> dict:
         """The values that the "auto" parameters and the data size give, as fitted attributes."""
@@ -535,15 +544,20 @@ def _warn_truncated(n_truncated: int, n_texts: int, max_length: int, limit: int 
 
 
 @torch.no_grad()
-def _initialise_head_by_probe(network, tokens, probe, targets, pad_id, batch_size, device) -> None:
-    """Linear probing, then fine-tuning (LP-FT; Kumar et al., 2022, "Fine-Tuning can Distort Pretrained
-    Features"): the task head starts at the best linear fit on the pretrained encoder's features, so the
-    first steps do not push a random head's large gradients into the encoder. The features are taken with
-    dropout on, as the head will see them during training: a probe fitted without dropout can lean on
-    directions that dropout scrambles (seen on a randomly initialised encoder: a first-epoch loss 3x that of
-    a random head)."""
+def _fit_head(network, tokens, probe, targets, pad_id, batch_size, device, train_mode: bool) -> None:
+    """Set the task head to ``probe``'s linear fit of ``targets`` on the network's pooled features.
+
+    Before fine-tuning (``head_init="probe"``) this is linear probing, then fine-tuning (LP-FT; Kumar et al.,
+    2022, "Fine-Tuning can Distort Pretrained Features"): the head starts at the best linear fit on the
+    pretrained features, so the first steps do not push a random head's large gradients into the encoder.
+    Those features are taken with dropout on (``train_mode``), as the head will see them during training: a
+    probe fitted without dropout can lean on directions that dropout scrambles (seen on a randomly initialised
+    encoder: a first-epoch loss 3x that of a random head). After fine-tuning (``head_refit``) the features
+    are the ones ``predict`` reads, dropout off: the second stage of SetFit (Tunstall et al., 2022)."""
     features = map_tokens(network.pooled_features, network.encoder.config.hidden_size, tokens, pad_id=pad_id,
-                          batch_size=batch_size, device=device, network=network, train_mode=True)
+                          batch_size=batch_size, device=device, network=network, train_mode=train_mode)
+    if not np.isfinite(features).all():  # a diverged encoder: check_finite_fit reports it, with advice
+        return
     weight, bias = probe(features.astype(np.float64), np.asarray(targets))
     network.task_head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
     network.task_head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))

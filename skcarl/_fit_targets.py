@@ -35,6 +35,9 @@ class PreparedTargets:
     # (features, targets) -> (weight, bias) of a linear probe that initialises the task head (LP-FT); None
     # leaves the head at PyTorch's initialisation
     probe: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    # the same kind of callable, fitted after fine-tuning on the tuned encoder's features; its fit replaces the
+    # jointly trained head. None keeps that head
+    refit: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
 
     def task(self, train_idx, val_idx, device) -> SupervisedTask | None:
         if self.task_loss is None:

@@ -53,6 +53,10 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         ``"probe"`` starts the head at a logistic regression on the pretrained encoder's pooled features
         (one per class for multi-label targets) before fine-tuning (LP-FT; Kumar et al. 2022); ``"random"``
         starts it at PyTorch's default initialisation.
+    head_refit : bool, default=True
+        After fine-tuning, re-fit the head as a logistic regression on the tuned encoder's features of the
+        training texts (dropout off, the features scaled to unit mean norm), replacing the jointly trained
+        head: the second stage of SetFit. It costs one pass over the training texts and a logistic regression.
 
     Attributes
     ----------
@@ -90,16 +94,18 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         "class_weight": [None, "balanced", ClassWeights()],
         "classification_weight": [Interval(Real, 0, None)],
         "head_init": [Options(HEAD_INITS)],
+        "head_refit": [bool],
     }
     _target_attributes = ("classes_", "va_map_", "multilabel_", "class_weight_")
 
     def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, va_map=None, class_weight=None,
-                 classification_weight=1.0, head_init="probe", **carl_params):
+                 classification_weight=1.0, head_init="probe", head_refit=True, **carl_params):
         super().__init__(model_name_or_path, **carl_params)
         self.va_map = va_map
         self.class_weight = class_weight
         self.classification_weight = classification_weight
         self.head_init = head_init
+        self.head_refit = head_refit
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -125,6 +131,9 @@ class CARLClassifier(ClassifierMixin, _CARLBase):
         prepared.task_weight = self.classification_weight
         if self.head_init == "probe":
             prepared.probe = _LogisticProbe(weights.numpy(), targets.multilabel, len(targets.classes))
+        if self.head_refit:
+            prepared.refit = _LogisticProbe(weights.numpy(), targets.multilabel, len(targets.classes),
+                                            unit_mean_norm=True)
         return prepared
 
     def _class_weights(self, targets) -> np.ndarray:
@@ -241,12 +250,25 @@ class _WeightedBCE:
 
 
 class _LogisticProbe:
-    """Logistic-regression weights for the head, as (weight (n_classes, h), bias (n_classes,))."""
+    """Logistic-regression weights for the head, as (weight (n_classes, h), bias (n_classes,)).
 
-    def __init__(self, class_weights: np.ndarray, multilabel: bool, n_classes: int):
+    ``unit_mean_norm`` fits on the features divided by their mean L2 norm (and scales the weights back), so
+    that LogisticRegression's C = 1 regularises as it does on L2-normalised embeddings, whatever the norm of
+    the encoder's pooled vector.
+    """
+
+    def __init__(self, class_weights: np.ndarray, multilabel: bool, n_classes: int, unit_mean_norm: bool = False):
         self.class_weights, self.multilabel, self.n_classes = class_weights, multilabel, n_classes
+        self.unit_mean_norm = unit_mean_norm
 
     def __call__(self, features, targets):
+        scale = 1.0
+        if self.unit_mean_norm:
+            scale = float(np.linalg.norm(features, axis=1).mean()) or 1.0
+        weight, bias = self._fit(features / scale, targets)
+        return weight / scale, bias
+
+    def _fit(self, features, targets):
         weight, bias = np.zeros((self.n_classes, features.shape[1])), np.zeros(self.n_classes)
         if not self.multilabel:
             present = np.unique(targets)
@@ -268,6 +290,9 @@ class _LogisticProbe:
             if column.min() == column.max():  # a class always (or never) on: only its bias is informative
                 bias[c] = 10.0 if column[0] else -10.0
                 continue
-            model = LogisticRegression(max_iter=1000).fit(features, column)
+            # a class's weight scales its whole binary cross-entropy: for its own logistic regression that is
+            # the inverse of the L2 penalty (a weight of 0, "ignore this class", keeps the unweighted fit)
+            strength = float(self.class_weights[c]) if self.class_weights[c] > 0 else 1.0
+            model = LogisticRegression(C=strength, max_iter=1000).fit(features, column)
             weight[c], bias[c] = model.coef_[0], model.intercept_[0]
         return weight, bias

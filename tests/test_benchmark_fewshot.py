@@ -1,17 +1,20 @@
-"""The few-shot protocol (benchmarks/fewshot): draws, scores, the run cache and the report, without encoders."""
+"""The few-shot protocol (benchmarks/fewshot): draws, scores, the run cache and the report, without MiniLM."""
 
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FAST, quadrant_labels, synthetic_affect
 
 from benchmarks.fewshot import methods as fewshot_methods
 from benchmarks.fewshot.__main__ import parse_params
 from benchmarks.fewshot.data import Task
+from benchmarks.fewshot.head_refit import paired_fits
 from benchmarks.fewshot.methods import va_bins
 from benchmarks.fewshot.report import markdown, plot
 from benchmarks.fewshot.run import Result, run_one, scores
+from skcarl import CARLClassifier, CARLRegressor
 
 CLASSES = ["anger", "joy", "sadness", "neutral"]
 
@@ -96,6 +99,34 @@ def test_a_run_is_kept_and_read_back_by_what_it_computes(tmp_path, monkeypatch):
     assert Majority.fits == 2
 
 
+class MajorityWithDefaults(Majority):
+    """A stand-in whose fit reads a default that the run's own parameters do not name."""
+
+    default = 1
+
+    def params(self):
+        return {"default": MajorityWithDefaults.default}
+
+
+def test_a_changed_default_is_a_new_run_not_the_kept_one(tmp_path, monkeypatch):
+    monkeypatch.setitem(fewshot_methods.METHODS, "majority",
+                        fewshot_methods.Method("majority", "majority", MajorityWithDefaults, ("ekman",)))
+    monkeypatch.setattr(Majority, "fits", 0)
+    task = ekman_task()
+    run_one(task, "dev", 8, 0, "majority", {}, tmp_path, threads=None)
+    run_one(task, "dev", 8, 0, "majority", {}, tmp_path, threads=None)
+    assert Majority.fits == 1
+    monkeypatch.setattr(MajorityWithDefaults, "default", 2)
+    assert run_one(task, "dev", 8, 0, "majority", {}, tmp_path, threads=None, compute=False) is None
+    run_one(task, "dev", 8, 0, "majority", {}, tmp_path, threads=None)
+    assert Majority.fits == 2 and len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_the_carl_rows_key_holds_every_parameter_of_the_estimator():
+    params = fewshot_methods.CARL("ekman", 0, {"max_epochs": 2}).params()
+    assert params["max_epochs"] == 2 and params["head_refit"] is True and "verbose" not in params
+
+
 def test_a_failed_run_is_reported_and_not_kept(tmp_path):
     result = run_one(ekman_task(), "dev", 8, 0, "carl", {"max_epochs": -1}, tmp_path, threads=None)
     assert "max_epochs" in result.error and not list(tmp_path.glob("*.json"))
@@ -133,3 +164,15 @@ def test_setfit_trains_on_a_tiny_encoder_without_writing_checkpoints(tiny_bert, 
     va = np.array([[4.5, 3.0], [4.0, 2.0], [1.5, 1.5], [1.0, 4.5]] * 2)
     assert fewshot_methods.SetFit("va", 0, {"num_iterations": 1}).fit(texts, va).predict(texts).shape == (8, 2)
     assert not list(tmp_path.iterdir())  # nothing written where it ran
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_the_paired_head_refit_check_gives_what_a_fit_with_head_refit_gives(kind, tiny_bert):
+    texts, va = synthetic_affect(40, seed=3)
+    cls, y = (CARLClassifier, quadrant_labels(va)) if kind == "classifier" else (CARLRegressor, va)
+    joint, refit = paired_fits(cls, texts[:32], y[:32], model_name_or_path=tiny_bert, **FAST)
+    direct = cls(tiny_bert, **FAST, head_refit=True).fit(texts[:32], y[:32])
+    outputs = (lambda est: est.decision_function(texts[32:])) if kind == "classifier" else \
+        (lambda est: est.predict(texts[32:]))
+    np.testing.assert_allclose(outputs(refit), outputs(direct), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(outputs(joint), outputs(refit), atol=1e-4)

@@ -3,12 +3,15 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import make, quadrant_labels, synthetic_affect
 from scipy.special import expit, softmax
+from sklearn.linear_model import LogisticRegression
 from sklearn.utils.class_weight import compute_class_weight
 
 from skcarl import CARLClassifier
 from skcarl._va_table import DEFAULT_VA_TABLE
+from skcarl.inference import map_texts
 
 CLASSES = ["joy", "anger", "sadness", "calmness"]  # all in skcarl's default VA table
 X, VA = synthetic_affect(48, seed=0)
@@ -177,3 +180,40 @@ def test_classifier_learns_quadrant_emotions(tiny_bert):
     clf = CARLClassifier(tiny_bert, batch_size=16, max_epochs=12, queue_size=16, learning_rate=1e-3,
                          random_state=0).fit(X[:64], labels[:64])
     assert clf.score(X[64:], labels[64:]) >= 0.75
+
+
+# ==================================================================================================== head refit
+def _pooled(clf, texts):
+    network = clf._fitted_network()
+    features, _ = map_texts(network.pooled_features, network.encoder.config.hidden_size, clf.tokenizer_, texts,
+                            max_length=clf.max_length, batch_size=8, device="cpu", network=network)
+    return features.astype(np.float64)
+
+
+def test_head_refit_sets_the_head_to_a_logistic_regression_on_the_tuned_features(tiny_bert):
+    clf = make(CARLClassifier, tiny_bert).fit(X, LABELS)
+    features = _pooled(clf, X)
+    scale = np.linalg.norm(features, axis=1).mean()
+    probe = LogisticRegression(max_iter=1000).fit(features / scale, LABELS)
+    assert probe.classes_.tolist() == clf.classes_.tolist()
+    np.testing.assert_allclose(clf.decision_function(X), probe.decision_function(features / scale),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_without_head_refit_the_jointly_trained_head_stays_and_the_encoder_is_the_same(tiny_bert):
+    refit = make(CARLClassifier, tiny_bert).fit(X, LABELS)
+    joint = make(CARLClassifier, tiny_bert, head_refit=False).fit(X, LABELS)
+    for a, b in zip(refit.encoder_.state_dict().values(), joint.encoder_.state_dict().values()):
+        assert torch.equal(a, b)  # the refit touches the head only
+    assert not np.allclose(refit.decision_function(X), joint.decision_function(X), atol=1e-3)
+
+
+def test_head_refit_with_multilabel_targets_and_class_weights(tiny_bert):
+    y = pd.DataFrame(_indicator(), columns=CLASSES)
+    clf = make(CARLClassifier, tiny_bert, class_weight="balanced").fit(X, y)
+    assert clf.classes_.tolist() == CLASSES and clf.class_weight_[0] < 1  # joy: the most frequent class
+    features = _pooled(clf, X) / np.linalg.norm(_pooled(clf, X), axis=1).mean()
+    # a class's weight scales its binary cross-entropy: its logistic regression's C
+    joy = LogisticRegression(C=clf.class_weight_[0], max_iter=1000).fit(features, y["joy"])
+    np.testing.assert_allclose(clf.decision_function(X)[:, 0], joy.decision_function(features), rtol=1e-4, atol=1e-4)
+    assert clf.predict(X).shape == _indicator().shape

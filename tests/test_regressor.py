@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 from conftest import make, quadrant_labels, synthetic_affect
+from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 
 from skcarl import CARLRegressor
+from skcarl.inference import map_texts
 
 X, VA = synthetic_affect(48, seed=0)
 
@@ -50,3 +52,16 @@ def test_regressor_learns_va_from_words(tiny_bert):
                         random_state=0).fit(X[:64], y[:64])
     assert reg.score(X[64:], y[64:]) > 0.7
     assert reg.history_[-1]["task_loss"] < 0.5 * reg.history_[0]["task_loss"]
+
+
+def test_head_refit_sets_the_head_to_a_ridge_regression_on_the_tuned_features(tiny_bert):
+    reg = make(CARLRegressor, tiny_bert, head_refit=True).fit(X, VA)
+    network = reg._fitted_network()
+    features, _ = map_texts(network.pooled_features, network.encoder.config.hidden_size, reg.tokenizer_, X,
+                            max_length=reg.max_length, batch_size=8, device="cpu", network=network)
+    standardised = (VA - reg.target_mean_) / reg.target_scale_
+    ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(features.astype(np.float64), standardised)
+    expected = ridge.predict(features.astype(np.float64)) * reg.target_scale_ + reg.target_mean_
+    np.testing.assert_allclose(reg.predict(X), expected, rtol=1e-4, atol=1e-4)
+    joint = make(CARLRegressor, tiny_bert).fit(X, VA)  # the default keeps the jointly trained head
+    assert not np.allclose(joint.predict(X), expected, atol=1e-3)

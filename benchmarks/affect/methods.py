@@ -81,6 +81,8 @@ class CARLModel:
         for name in ("perturbed_view_weight", "consistency_weight"):
             if params[name] == 0:  # likewise: runs without the adversarial terms keep their keys
                 params.pop(name)
+        if params.get("head_refit") is False:  # likewise: a jointly trained head is what runs before it computed
+            params.pop("head_refit")
         return params
 
     def training_record(self) -> dict:

@@ -121,6 +121,10 @@ class Plain:
     def predict(self, texts):
         return self.model.predict(list(texts))
 
+    def params(self) -> dict:
+        # what the budget is read from: CARL's defaults of the epochs, the batch and the text length
+        return {k: _CARL_DEFAULTS[k] for k in ("max_epochs", "batch_size", "max_length")}
+
 
 class CARL:
     """CARLClassifier (Ekman groups) or CARLRegressor (valence, arousal) with their defaults."""
@@ -135,6 +139,9 @@ class CARL:
 
     def predict(self, texts):
         return self.estimator.predict(list(texts))
+
+    def params(self) -> dict:
+        return {k: v for k, v in self.estimator.get_params().items() if k not in ("verbose", "callbacks")}
 
     def record(self) -> dict:
         est = self.estimator

@@ -57,9 +57,13 @@ def run_one(task: Task, split: str, size: int, draw: int, base: str, params: dic
     With ``compute=False`` only a kept result is returned; None when there is none.
     """
     train = task.draw(size, draw)
+    model = METHODS[base].build(task.name, draw, params)
     key_parts = [RESULTS_VERSION, task.name, split, size, draw, base, sorted(params.items()), len(train),
                  train["text"].iloc[:3].tolist(), len(task.evaluation), task.evaluation["text"].iloc[:3].tolist(),
                  threads]
+    if hasattr(model, "params"):
+        # every parameter the fit runs with, defaults included: a changed default is a new run, not a kept one
+        key_parts.append(sorted(model.params().items()))
     key = hashlib.sha256(json.dumps(key_parts, default=str).encode()).hexdigest()[:16]
     path = work_dir / f"{task.name}-{size}-draw{draw}-{base}-{key}.json"
     if path.is_file():
@@ -69,7 +73,6 @@ def run_one(task: Task, split: str, size: int, draw: int, base: str, params: dic
     name = method_name(base, params)
     result = Result(task.name, size, draw, name, split, len(train), len(task.evaluation))
     try:
-        model = METHODS[base].build(task.name, draw, params)
         started, started_cpu = time.perf_counter(), time.process_time()
         model.fit(train["text"].tolist(), task.targets(train))
         result.fit_seconds = time.perf_counter() - started
