@@ -43,8 +43,7 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
     head_refit : bool, default=False
         After fine-tuning, re-fit the head as a ridge regression (``RidgeCV``) on the tuned encoder's features
         of the training texts (dropout off), replacing the jointly trained head (as ``CARLClassifier`` does
-        by default). Off by default: with 64 EmoBank texts it lowered the mean dev r by 0.007 (three draws;
-        ``docs/study_log.md``).
+        by default). Off by default: with few texts it did not help (``docs/study_log.md``).
 
     Attributes
     ----------
