@@ -144,7 +144,11 @@ def test_the_report_gives_gaps_and_cpu_ratios_against_setfit(tmp_path):
             "note": ""}
     text = markdown(meta, results, ["setfit", "carl"])
     row = next(line for line in text.splitlines() if line.startswith("| 8 | carl"))
-    assert "0.510 ± 0.014" in row and "+0.060" in row and "| 0.60 |" in row
+    assert "0.510 ± 0.014" in row and "+0.060 (2/2)" in row and "| 0.60 |" in row
+    # a draw SetFit was not run on does not enter the gap: it is paired over the common draws
+    text = markdown(meta, results + [_result("carl", 8, 2, 0.10, 60.0)], ["setfit", "carl"])
+    row = next(line for line in text.splitlines() if line.startswith("| 8 | carl"))
+    assert "| 3 |" in row and "+0.060 (2/2)" in row
     assert plot(results, ["setfit", "carl"], tmp_path / "fewshot.png").is_file()
 
 

@@ -42,17 +42,26 @@ def _cell(values, fmt=".3f") -> str:
     return f"{format(np.mean(values), fmt)} ± {format(np.std(values, ddof=1), fmt)}"
 
 
-def _gap(values, reference) -> str:
-    if not values or not reference:
+def _gap(cell: dict, ref: dict | None, key: str) -> str:
+    """The mean of the method's score minus SetFit's over the draws both have (paired: the spread between draws
+    is larger than most gaps), and on how many of those draws the method is ahead."""
+    if ref is None:
         return "—"
-    return f"{np.mean(values) - np.mean(reference):+.3f}"
+    mine = dict(zip(cell["draws"], cell["scores"].get(key, [])))
+    theirs = dict(zip(ref["draws"], ref["scores"].get(key, [])))
+    common = sorted(set(mine) & set(theirs))
+    if not common:
+        return "—"
+    diffs = np.array([mine[d] - theirs[d] for d in common])
+    return f"{diffs.mean():+.3f} ({int((diffs > 0).sum())}/{len(common)})"
 
 
 def markdown(meta: dict, results, methods: list[str]) -> str:
     table = aggregate(results)
     lines = [f"# Few-shot benchmark ({meta['split']} split)", "", "```bash", meta["command"], "```", "",
              f"{meta['machine']}; {meta['date']}; draws {meta['draws']}; {meta['note']}", "",
-             "Mean ± sd over draws (a single draw: its value). Δ: the method's mean minus SetFit's. "
+             "Mean ± sd over draws (a single draw: its value). Δ: the method's score minus SetFit's, averaged "
+             "over the draws both were run on, and (k/n) the number of those draws on which the method is ahead. "
              "Fit time: wall-clock seconds of `fit` and CPU seconds of the process during `fit` (medians over "
              "draws; on a machine shared with other jobs the CPU time is the fair measure of cost), and the "
              "ratio of CPU times to SetFit's.", ""]
@@ -76,9 +85,8 @@ def markdown(meta: dict, results, methods: list[str]) -> str:
                     continue
                 parts = []
                 for key, _ in cols:
-                    reference = ref and ref["scores"].get(key)
                     parts += [_cell(cell["scores"].get(key, [])),
-                              "" if method == REFERENCE else _gap(cell["scores"].get(key), reference)]
+                              "" if method == REFERENCE else _gap(cell, ref, key)]
                 fit = float(np.median(cell["fit"]))
                 cpu = f"{np.median(cell['cpu']):.0f}" if cell["cpu"] else "—"
                 ratio = f"{np.median(cell['cpu']) / np.median(ref['cpu']):.2f}" if cell["cpu"] and ref and ref["cpu"] \
