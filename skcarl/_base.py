@@ -53,6 +53,7 @@ from .training import (
     MixedPrecision,
     TrainingConfig,
     resolve_device,
+    resolve_learning_rate,
     resolve_max_epochs,
 )
 from .va_labels import (
@@ -140,7 +141,7 @@ class _CARLBase(PersistenceMixin, ExplainMixin, BaseEstimator):
         detection_weight=0.0,
         perturbed_view_weight=0.0,
         consistency_weight=0.0,
-        learning_rate=5e-5,
+        learning_rate="auto",
         head_learning_rate=1e-3,
         weight_decay=0.01,
         warmup_ratio=0.1,
@@ -230,7 +231,7 @@ class _CARLBase(PersistenceMixin, ExplainMixin, BaseEstimator):
         "detection_weight": [Interval(Real, 0, None)],
         "perturbed_view_weight": [Interval(Real, 0, None)],
         "consistency_weight": [Interval(Real, 0, None)],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), "auto"],
         "head_learning_rate": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None)],
         "warmup_ratio": [Interval(Real, 0, 1, closed="left")],
@@ -331,7 +332,8 @@ class _CARLBase(PersistenceMixin, ExplainMixin, BaseEstimator):
             validation = None if val_idx is None else (tokens.subset(val_idx), prepared.rows[val_idx])
             history = trainer.fit(train_tokens, prepared.rows[train_idx], run.rng, validation)
             self._refit_head(trainer.network, tokenizer, train_tokens, prepared, train_idx, run.device)
-            check_finite_fit(self, trainer.network, tokenizer, texts, max_length=max_tokens, device=run.device)
+            check_finite_fit(self, trainer.network, tokenizer, texts, max_length=max_tokens, device=run.device,
+                             learning_rate=trainer.config.learning_rate)
         fitted = dict(prepared.fitted, **prepared.learned_attributes(), **settings,
                       **_training_record(trainer, history, validation is not None),
                       network_=trainer.network, encoder_=trainer.network.encoder, tokenizer_=tokenizer,
@@ -418,11 +420,14 @@ class _CARLBase(PersistenceMixin, ExplainMixin, BaseEstimator):
         else:
             label_temperature = float(self.label_temperature)
         step_batch = self.batch_size * run.world_size  # a step's batch is batch_size texts per rank
+        max_epochs = resolve_max_epochs(self.max_epochs, len(train_idx), step_batch)
         return {
             "label_temperature_": label_temperature,
             "ranking_weight_": resolve_ranking_weight(self.ranking_weight, prepared.continuous, self.contrastive_loss),
             "queue_size_": min(self.queue_size, max(len(train_idx) - step_batch, 0)),
-            "max_epochs_": resolve_max_epochs(self.max_epochs, len(train_idx), step_batch),
+            "max_epochs_": max_epochs,
+            "learning_rate_": resolve_learning_rate(self.learning_rate,
+                                                    max_epochs * math.ceil(len(train_idx) / step_batch)),
         }
 
     def _initialize_trainer(self, network, tokenizer, train_tokens, prepared: PreparedTargets, settings: dict,

@@ -82,10 +82,13 @@ CARL_PARAMETERS = """\
         clean one a fixed target (virtual adversarial training / SMART on the contrastive similarities).
         With ``perturbation="adversarial"`` the most salient tokens' embeddings are shifted by
         ``perturb_eps`` along ∂L_cont/∂E. ``0`` leaves it out; needs ``saliency_refresh="step"``.
-    learning_rate : float, default=5e-5
-        AdamW learning rate of the encoder. Chosen on EmoBank dev: after one epoch over its 8,062 training
-        texts, 5e-5 and 1e-4 beat 2e-5 (probe r_V 0.678 and 0.681 against 0.669); the lower of the two is kept
-        for longer runs. Short runs favour larger rates (``docs/benchmarks.md``).
+    learning_rate : float or "auto", default="auto"
+        AdamW learning rate of the encoder. ``"auto"`` sizes it to the training budget: 5e-5
+        (``skcarl.training.AUTO_LEARNING_RATE``) for 250 optimiser steps or more, and for a shorter budget
+        5e-5 × 250 / steps, at most 2e-4 (``AUTO_MAX_LEARNING_RATE``); the rate used is ``learning_rate_``.
+        At batch 32 with ``max_epochs="auto"``: 5e-5 from about 800 texts up, 8.9e-5 for 448 texts and 2e-4
+        up to 192 texts. On EmoBank dev, after one epoch over its 8,062 training texts, 5e-5 and 1e-4 beat
+        2e-5; budgets of 20 to 140 steps did best at 1e-4 to 2e-4 (``docs/study_log.md``).
     head_learning_rate : float, default=1e-3
         AdamW learning rate of the projection and token heads, which start from random weights.
     weight_decay : float, default=0.01
@@ -164,6 +167,8 @@ CARL_ATTRIBUTES = """\
         Weight of the ranking term used for training (``ranking_weight`` with ``"auto"`` resolved).
     queue_size_ : int
         Queue length used for training.
+    learning_rate_ : float
+        The encoder's learning rate used for training (``learning_rate`` with ``"auto"`` resolved).
     max_epochs_ : int
         Epochs of the training budget (``max_epochs`` with ``"auto"`` resolved); fewer run when early
         stopping ends training first (``n_iter_``).

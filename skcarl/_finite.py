@@ -24,24 +24,29 @@ def _non_finite_tensors(network) -> list[str]:
     return [name for name, tensor in named if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
 
 
-def _advice(estimator, device: torch.device) -> str:
+def _advice(estimator, device: torch.device, learning_rate: float) -> str:
     amp = estimator.use_amp is not False and device.type == "cuda"
-    return (f"Lower learning_rate (now {estimator.learning_rate!r}) or head_learning_rate (now "
+    rate = repr(estimator.learning_rate)
+    if estimator.learning_rate != learning_rate:  # "auto": name the rate it gave
+        rate += f", {learning_rate:g} in this fit"
+    return (f"Lower learning_rate (now {rate}) or head_learning_rate (now "
             f"{estimator.head_learning_rate!r})" + (", or set use_amp=False" if amp else "") + ".")
 
 
-def check_finite_fit(estimator, network, tokenizer, texts, *, max_length: int, device: torch.device) -> None:
+def check_finite_fit(estimator, network, tokenizer, texts, *, max_length: int, device: torch.device,
+                     learning_rate: float) -> None:
     """Raise ``FloatingPointError`` when ``network`` holds a non-finite weight or computes a non-finite output
     on ``texts[:PROBE_TEXTS]`` (embeddings, and the prediction head's outputs if it has one).
 
-    The advice names the parameters of ``estimator`` that set the size of the updates.
+    The advice names the parameters of ``estimator`` that set the size of the updates, and the encoder's
+    ``learning_rate`` this fit used.
     """
     bad = _non_finite_tensors(network)
     if bad:
         raise FloatingPointError(
             f"Training ended with non-finite weights (NaN or infinity) in {len(bad)} tensor(s), the first "
             f"{bad[0]}, although every loss was finite: the last updates were too large. The model was not "
-            f"kept. {_advice(estimator, device)}")
+            f"kept. {_advice(estimator, device, learning_rate)}")
     probe = list(texts[:PROBE_TEXTS])
     with torch.no_grad(), MixedPrecision(device, estimator.use_amp, training=False).autocast():
         outputs = [embed_texts(network, tokenizer, probe, max_length=max_length, batch_size=len(probe),
@@ -53,4 +58,5 @@ def check_finite_fit(estimator, network, tokenizer, texts, *, max_length: int, d
     if not all(np.isfinite(out).all() for out in outputs):
         raise FloatingPointError(
             "Training ended with finite weights so large that the fitted network computes NaN or infinity on "
-            f"its training texts (the forward pass overflows). The model was not kept. {_advice(estimator, device)}")
+            "its training texts (the forward pass overflows). The model was not kept. "
+            + _advice(estimator, device, learning_rate))

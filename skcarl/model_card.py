@@ -163,7 +163,9 @@ def _training_lines(estimator) -> list[str]:
     else:
         lines.append("- All parameters at their defaults.")
     for attribute, meaning in (("label_temperature_", "label temperature τ_y"),
-                               ("ranking_weight_", "ranking weight w")):
+                               ("ranking_weight_", "ranking weight w"),
+                               ("learning_rate_", "encoder learning rate"),
+                               ("max_epochs_", "epochs of the budget")):
         if hasattr(estimator, attribute):
             lines.append(f"- {meaning} used: {_fmt(getattr(estimator, attribute))}")
     lines.append(f"- skcarl {__version__}" + _versions())

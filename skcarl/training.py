@@ -70,6 +70,35 @@ def resolve_max_epochs(max_epochs, n_texts: int, batch_size: int) -> int:
     return min(high, max(low, math.ceil(AUTO_MIN_STEPS / steps_per_epoch)))
 
 
+# learning_rate="auto": AUTO_LEARNING_RATE for a budget of AUTO_MIN_STEPS optimiser steps or more; a shorter budget
+# keeps the product of rate and steps, up to AUTO_MAX_LEARNING_RATE. The full-data rate is the dev choice after one
+# epoch of all 8,062 EmoBank texts (252 steps); the cap is the dev-best rate of the shortest budgets studied (1,500
+# texts for one epoch, 8 GoEmotions rows per class, 64 EmoBank texts: 20 to 47 steps). docs/study_log.md.
+AUTO_LEARNING_RATE = 5e-5
+AUTO_MAX_LEARNING_RATE = 2e-4
+
+
+def resolve_learning_rate(learning_rate, total_steps: int) -> float:
+    """The encoder's learning rate that ``learning_rate`` means for a budget of ``total_steps`` optimiser steps.
+
+    A number is kept; ``"auto"`` is ``AUTO_LEARNING_RATE × AUTO_MIN_STEPS / total_steps``, within
+    ``[AUTO_LEARNING_RATE, AUTO_MAX_LEARNING_RATE]``: a run too short to move the encoder far at the full-data
+    rate takes larger steps.
+
+    Examples
+    --------
+    >>> from skcarl.training import resolve_learning_rate
+    >>> resolve_learning_rate("auto", 750), resolve_learning_rate("auto", 125), resolve_learning_rate("auto", 20)
+    (5e-05, 0.0001, 0.0002)
+    >>> resolve_learning_rate(3e-5, 20)
+    3e-05
+    """
+    if not (isinstance(learning_rate, str) and learning_rate == "auto"):
+        return float(learning_rate)
+    scaled = AUTO_LEARNING_RATE * AUTO_MIN_STEPS / max(total_steps, 1)
+    return min(AUTO_MAX_LEARNING_RATE, max(AUTO_LEARNING_RATE, scaled))
+
+
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -121,7 +150,7 @@ class MixedPrecision:
 
 
 # parameters whose "auto" an estimator resolves in fit, from the data
-_RESOLVED_AT_FIT = ("label_temperature", "ranking_weight", "max_epochs")
+_RESOLVED_AT_FIT = ("label_temperature", "ranking_weight", "max_epochs", "learning_rate")
 
 
 @dataclass
@@ -137,7 +166,7 @@ class TrainingConfig:
     >>> from skcarl import CARLEmbedder
     >>> from skcarl.training import TrainingConfig
     >>> config = TrainingConfig.from_params(CARLEmbedder(max_epochs=1).get_params(), label_temperature=0.02,
-    ...                                     ranking_weight=0.0)
+    ...                                     ranking_weight=0.0, learning_rate=5e-5)
     >>> config.max_epochs, config.queue_size
     (1, 4096)
     """
@@ -171,7 +200,7 @@ class TrainingConfig:
     @classmethod
     def from_params(cls, params: Mapping, **resolved) -> TrainingConfig:
         """The config of an estimator's ``params`` (``get_params()``), ``resolved`` taking the place of
-        raw values ("auto" label temperature, ranking weight and epochs; the clipped queue size)."""
+        raw values ("auto" label temperature, ranking weight, epochs and learning rate; the clipped queue size)."""
         values = {**params, **resolved}
         missing = [f.name for f in fields(cls) if f.name not in values]
         if missing:
@@ -272,7 +301,8 @@ class CARLTrainer:
     >>> from skcarl import CARLEmbedder
     >>> from skcarl.training import CARLTrainer, TrainingConfig
     >>> config = TrainingConfig.from_params(CARLEmbedder(queue_size=4, batch_size=2, detection_weight=0.1).get_params(),
-    ...                                     label_temperature=0.02, ranking_weight=0.0, max_epochs=3)
+    ...                                     label_temperature=0.02, ranking_weight=0.0, max_epochs=3,
+    ...                                     learning_rate=5e-5)
     >>> _ = torch.manual_seed(0)
     >>> trainer = CARLTrainer(CARLNetwork(encoder, projection_dim=4), config,
     ...                       torch.device("cpu"), TokenPerturber("random", 30, [0, 1, 2, 3]),
@@ -585,7 +615,8 @@ class CARLTrainer:
 
     def _non_finite_message(self, what: str) -> str:
         return (f"{what} at training step {self.global_step + 1}; the weights were not updated by this step. "
-                "Lower learning_rate, raise temperature, or set use_amp=False.")
+                f"Lower learning_rate (this fit's: {self.config.learning_rate:g}), raise temperature, or set "
+                "use_amp=False.")
 
     @property
     def is_main(self) -> bool:

@@ -1,14 +1,23 @@
-"""max_epochs="auto": a training budget in optimiser steps that fits a few hundred texts as well as thousands."""
+"""max_epochs="auto" and learning_rate="auto": a training budget in optimiser steps, and a rate sized to it, that fit
+a few hundred texts as well as thousands."""
 
 import pytest
 
 from skcarl import CARLClassifier, CARLEmbedder, CARLRegressor
-from skcarl.training import AUTO_EPOCH_RANGE, AUTO_MIN_STEPS, resolve_max_epochs
+from skcarl.callbacks import Callback
+from skcarl.training import (
+    AUTO_EPOCH_RANGE,
+    AUTO_LEARNING_RATE,
+    AUTO_MAX_LEARNING_RATE,
+    AUTO_MIN_STEPS,
+    resolve_learning_rate,
+    resolve_max_epochs,
+)
 
 
 def test_auto_is_the_default_of_every_estimator():
     for kind in (CARLEmbedder, CARLRegressor, CARLClassifier):
-        assert kind().max_epochs == "auto"
+        assert kind().max_epochs == kind().learning_rate == "auto"
 
 
 @pytest.mark.parametrize("n_texts, batch_size", [(56, 32), (112, 32), (448, 32), (1024, 32), (1500, 32),
@@ -62,3 +71,49 @@ def test_bad_max_epochs_is_named(tiny_bert, affect_data, value):
     with pytest.raises(ValueError, match=r"'max_epochs' parameter .* must be an int in the range \[1, inf\) or "
                                          r"'auto'"):
         CARLEmbedder(tiny_bert, max_epochs=value).fit(X, y)
+
+
+def test_auto_learning_rate_is_the_full_data_rate_from_the_minimum_number_of_steps():
+    assert resolve_learning_rate("auto", AUTO_MIN_STEPS) == AUTO_LEARNING_RATE
+    assert resolve_learning_rate("auto", 10 * AUTO_MIN_STEPS) == AUTO_LEARNING_RATE
+
+
+@pytest.mark.parametrize("steps", [1, 20, 40, 63, 100, 140, 249])
+def test_auto_learning_rate_keeps_rate_times_steps_below_the_minimum_within_the_cap(steps):
+    rate = resolve_learning_rate("auto", steps)
+    assert AUTO_LEARNING_RATE < rate <= AUTO_MAX_LEARNING_RATE
+    assert rate == AUTO_MAX_LEARNING_RATE or rate * steps == pytest.approx(AUTO_LEARNING_RATE * AUTO_MIN_STEPS)
+    assert resolve_learning_rate("auto", steps + 1) <= rate  # never larger for a longer budget
+
+
+def test_a_number_is_kept_as_the_learning_rate():
+    assert resolve_learning_rate(3e-5, 20) == 3e-5
+    assert resolve_learning_rate(1e-3, 10_000) == 1e-3
+
+
+class _EncoderRate(Callback):
+    """Records the encoder's scheduled peak learning rate as the optimiser holds it when training begins."""
+
+    def on_train_begin(self, trainer):
+        self.rates = {group["initial_lr"] for group in trainer.optimizer.param_groups}
+
+
+def test_fit_resolves_the_learning_rate_from_its_own_budget_and_trains_with_it(tiny_bert, affect_data):
+    X, y = affect_data  # 64 texts at batch 16: 4 steps an epoch
+    seen = _EncoderRate()
+    emb = CARLEmbedder(tiny_bert, batch_size=16, queue_size=16, max_epochs=2, callbacks=[seen],
+                       random_state=0).fit(X, y)
+    assert emb.learning_rate == "auto"  # the parameter itself is left as given
+    assert emb.learning_rate_ == resolve_learning_rate("auto", 2 * 4) == AUTO_MAX_LEARNING_RATE
+    assert seen.rates == {emb.learning_rate_, emb.head_learning_rate}
+    fixed = CARLEmbedder(tiny_bert, batch_size=16, queue_size=16, max_epochs=1, learning_rate=3e-5,
+                         callbacks=[seen], random_state=0).fit(X, y)
+    assert fixed.learning_rate_ == 3e-5
+    assert seen.rates == {3e-5, fixed.head_learning_rate}
+
+
+@pytest.mark.parametrize("value", ["fast", 0, -1e-4, None])
+def test_bad_learning_rate_is_named(tiny_bert, affect_data, value):
+    X, y = affect_data
+    with pytest.raises(ValueError, match="learning_rate"):
+        CARLEmbedder(tiny_bert, learning_rate=value).fit(X, y)

@@ -127,6 +127,10 @@ def parse(argv):
     return p.parse_args(argv)
 
 
+def _rate(learning_rate) -> str:
+    return learning_rate if isinstance(learning_rate, str) else f"{learning_rate:g}"
+
+
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     profile_name = "quick" if args.quick else (args.profile or "cpu")
@@ -174,8 +178,8 @@ def main(argv=None):
         "budget": budget.as_dict(),
         "budget_text": (f"{budget.backbone}, {budget.epochs} epoch(s), batch {budget.batch_size}, max_length "
                         f"{budget.max_length} for every trained method; encoder learning rate "
-                        f"{budget.learning_rate:g} for CARL"
-                        + "".join(f", {lr:g} for {name}" for name, lr in learning_rates.items() if name != "carl")
+                        f"{_rate(budget.learning_rate)} for CARL"
+                        + "".join(f", {_rate(lr)} for {name}" for name, lr in learning_rates.items() if name != "carl")
                         + f"; heads {budget.head_learning_rate:g}"),
         "ablations": {k: v[1] for k, v in ABLATIONS.items()},
     }

@@ -19,7 +19,7 @@ from skcarl.backbone import load_backbone
 from skcarl.inference import embed_texts, map_texts
 from skcarl.network import CARLNetwork
 from skcarl.tokens import pad_batch, tokenize
-from skcarl.training import MixedPrecision, _linear_warmup_decay, resolve_device
+from skcarl.training import MixedPrecision, _linear_warmup_decay, resolve_device, resolve_learning_rate
 
 
 class TfidfModel:
@@ -102,9 +102,10 @@ class PlainFineTuning(FrozenEncoder):
         rng = np.random.default_rng(self.seed)
         steps = budget.epochs * math.ceil(len(tokens) / budget.batch_size)
         heads = list(net.task_head.parameters())
+        rate = resolve_learning_rate(budget.learning_rate, steps)  # "auto" as CARL resolves it
         optimizer = torch.optim.AdamW([
-            {"params": [p for p in net.encoder.parameters() if p.ndim >= 2], "lr": budget.learning_rate},
-            {"params": [p for p in net.encoder.parameters() if p.ndim < 2], "lr": budget.learning_rate,
+            {"params": [p for p in net.encoder.parameters() if p.ndim >= 2], "lr": rate},
+            {"params": [p for p in net.encoder.parameters() if p.ndim < 2], "lr": rate,
              "weight_decay": 0.0},
             {"params": heads, "lr": budget.head_learning_rate}], weight_decay=budget.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(

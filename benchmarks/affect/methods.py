@@ -28,7 +28,7 @@ class Budget:
     epochs: int = 1
     batch_size: int = 32
     max_length: int = 64
-    learning_rate: float = _DEFAULTS["learning_rate"]
+    learning_rate: float | str = _DEFAULTS["learning_rate"]  # "auto": resolved by each method from its steps
     head_learning_rate: float = _DEFAULTS["head_learning_rate"]
     weight_decay: float = _DEFAULTS["weight_decay"]
     warmup_ratio: float = _DEFAULTS["warmup_ratio"]

@@ -98,8 +98,8 @@ def va_bins(y: np.ndarray) -> list[int]:
 
 class Plain:
     """Plain fine-tuning (benchmarks.affect's baseline): a linear MSE / cross-entropy head on the pooled vector,
-    CARL's optimiser, schedule, learning rates and batch size, for as many epochs as CARL's default runs on the
-    same number of texts."""
+    CARL's optimiser, schedule, learning rates (``"auto"`` resolved from its own steps) and batch size, for as
+    many epochs as CARL's default runs on the same number of texts."""
 
     def __init__(self, task: str, draw: int, params: dict):
         self.task, self.draw = task, draw
@@ -122,8 +122,8 @@ class Plain:
         return self.model.predict(list(texts))
 
     def params(self) -> dict:
-        # what the budget is read from: CARL's defaults of the epochs, the batch and the text length
-        return {k: _CARL_DEFAULTS[k] for k in ("max_epochs", "batch_size", "max_length")}
+        # what the budget is read from: CARL's defaults of the epochs, the batch, the text length and the rate
+        return {k: _CARL_DEFAULTS[k] for k in ("max_epochs", "batch_size", "max_length", "learning_rate")}
 
 
 class CARL:
