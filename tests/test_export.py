@@ -186,6 +186,9 @@ def test_model_card_in_saved_and_exported_folders_is_built_from_the_estimator(ti
         assert card.startswith(f"# CARLRegressor fine-tuned from {tiny_bert}")
         assert "`validation_fraction=0.25`" in card and "`max_epochs=2`" in card and "`va_range=(1, 9)`" in card
         assert "`learning_rate" not in card  # default parameters are not listed
+        # ... but what "auto" resolved to is (30 texts at batch 16, 2 epochs: 4 steps)
+        assert reg.learning_rate_ == 2e-4 and "encoder learning rate used: 0.0002" in card
+        assert "epochs of the budget used: 2" in card
         assert "valence 1–9, arousal 1–9" in card
         assert f"Trained on {reg.n_samples_fit_} texts, {reg.n_iter_} epoch(s)" in card
         assert reg.n_samples_fit_ == 30
