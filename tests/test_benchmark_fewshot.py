@@ -152,6 +152,21 @@ def test_the_report_gives_gaps_and_cpu_ratios_against_setfit(tmp_path):
     assert plot(results, ["setfit", "carl"], tmp_path / "fewshot.png").is_file()
 
 
+def test_the_report_pairs_each_carl_row_with_every_baseline():
+    results = [_result("frozen", 8, 0, 0.30, 1.0), _result("frozen", 8, 1, 0.34, 1.0),
+               _result("setfit", 8, 0, 0.40, 100.0), _result("setfit", 8, 1, 0.50, 100.0),
+               _result("carl", 8, 0, 0.50, 50.0), _result("carl", 8, 1, 0.45, 70.0),
+               _result("carl lr=1", 8, 0, 0.20, 50.0)]
+    meta = {"split": "test", "command": "c", "machine": "m", "date": "d", "draws": "0..1", "note": ""}
+    lines = markdown(meta, results, ["frozen", "setfit", "carl", "carl lr=1"]).splitlines()
+    header = lines.index("## CARL against each baseline, paired by draw")
+    rows = {line.split(" | ")[2]: line for line in lines[header:] if line.startswith("| ekman | 8 |")}
+    # carl − frozen: +0.20, +0.11; carl − setfit: +0.10, −0.05 (accuracy; macro-F1 is accuracy − 0.1 here)
+    assert "| +0.155 (2/2) / +0.155 (2/2) | +0.025 (1/2) / +0.025 (1/2) |" in rows["carl"]
+    assert "| -0.100 (0/1) / -0.100 (0/1) | -0.200 (0/1) / -0.200 (0/1) |" in rows["carl lr=1"]
+    assert set(rows) == {"carl", "carl lr=1"}  # baselines get no row of their own
+
+
 def test_parse_params():
     assert parse_params("max_epochs=10,learning_rate=1e-4,max_epochs_name=auto") == {
         "max_epochs": 10, "learning_rate": 1e-4, "max_epochs_name": "auto"}

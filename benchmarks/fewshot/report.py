@@ -43,7 +43,7 @@ def _cell(values, fmt=".3f") -> str:
 
 
 def _gap(cell: dict, ref: dict | None, key: str) -> str:
-    """The mean of the method's score minus SetFit's over the draws both have (paired: the spread between draws
+    """The mean of the method's score minus the reference's over the draws both have (paired: the spread between draws
     is larger than most gaps), and on how many of those draws the method is ahead."""
     if ref is None:
         return "—"
@@ -94,7 +94,35 @@ def markdown(meta: dict, results, methods: list[str]) -> str:
                 lines.append(f"| {size} | {method} | {len(cell['draws'])} | " + " | ".join(parts)
                              + f" | {fit:.0f} | {cpu} | {ratio} |")
         lines.append("")
+    lines += _paired_section(table, methods)
     return "\n".join(lines)
+
+
+# the scores a goal of the protocol reads: CARL ahead of every baseline on each of them
+GOAL_SCORES = {"ekman": ("acc", "f1"), "va": ("r_mean",)}
+
+
+def _paired_section(table: dict, methods: list[str]) -> list[str]:
+    """Every CARL row against every baseline of its task and size, paired by draw: the protocol's goals."""
+    carl = [m for m in methods if m.split(" ")[0] == "carl"]
+    baselines = [m for m in methods if m.split(" ")[0] != "carl"]
+    if not carl or not baselines:
+        return []
+    lines = ["## CARL against each baseline, paired by draw", "",
+             "CARL's score minus the baseline's, averaged over the draws both were run on, and (k/n) the draws on "
+             "which CARL is ahead: accuracy / macro-F1 (Ekman), mean r (EmoBank).", "",
+             "| task | size | CARL row | " + " | ".join(f"− {b}" for b in baselines) + " |",
+             "|---|---|---|" + "---|" * len(baselines)]
+    for task in ("ekman", "va"):
+        for size in sorted({size for (t, size, _) in table if t == task}):
+            for method in carl:
+                cell = table.get((task, size, method))
+                if not cell or not cell["draws"]:
+                    continue
+                gaps = [" / ".join(_gap(cell, table[task, size, b], key) for key in GOAL_SCORES[task])
+                        if (task, size, b) in table else "—" for b in baselines]
+                lines.append(f"| {task} | {size} | {method} | " + " | ".join(gaps) + " |")
+    return lines + [""]
 
 
 def write_json(path: Path, meta: dict, results) -> None:

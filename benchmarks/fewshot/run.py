@@ -50,6 +50,21 @@ def scores(task: str, pred, true) -> dict:
     return {**r, "r_mean": (r["r_V"] + r["r_A"]) / 2}
 
 
+def run_path(task: Task, split: str, size: int, draw: int, base: str, params: dict, work_dir: Path,
+             threads: int | None, train=None, model=None) -> Path:
+    """Where the result of one (task, size, draw, method) is kept: a file named by a key of what it computes."""
+    train = task.draw(size, draw) if train is None else train
+    model = METHODS[base].build(task.name, draw, params) if model is None else model
+    key_parts = [RESULTS_VERSION, task.name, split, size, draw, base, sorted(params.items()), len(train),
+                 train["text"].iloc[:3].tolist(), len(task.evaluation), task.evaluation["text"].iloc[:3].tolist(),
+                 threads]
+    if hasattr(model, "params"):
+        # every parameter the fit runs with, defaults included: a changed default is a new run, not a kept one
+        key_parts.append(sorted(model.params().items()))
+    key = hashlib.sha256(json.dumps(key_parts, default=str).encode()).hexdigest()[:16]
+    return work_dir / f"{task.name}-{size}-draw{draw}-{base}-{key}.json"
+
+
 def run_one(task: Task, split: str, size: int, draw: int, base: str, params: dict, work_dir: Path,
             threads: int | None, log=print, compute: bool = True) -> Result | None:
     """Fit one method on one draw, score it on the evaluation rows, keep the result (failures are not kept).
@@ -58,14 +73,7 @@ def run_one(task: Task, split: str, size: int, draw: int, base: str, params: dic
     """
     train = task.draw(size, draw)
     model = METHODS[base].build(task.name, draw, params)
-    key_parts = [RESULTS_VERSION, task.name, split, size, draw, base, sorted(params.items()), len(train),
-                 train["text"].iloc[:3].tolist(), len(task.evaluation), task.evaluation["text"].iloc[:3].tolist(),
-                 threads]
-    if hasattr(model, "params"):
-        # every parameter the fit runs with, defaults included: a changed default is a new run, not a kept one
-        key_parts.append(sorted(model.params().items()))
-    key = hashlib.sha256(json.dumps(key_parts, default=str).encode()).hexdigest()[:16]
-    path = work_dir / f"{task.name}-{size}-draw{draw}-{base}-{key}.json"
+    path = run_path(task, split, size, draw, base, params, work_dir, threads, train, model)
     if path.is_file():
         return Result(**json.loads(path.read_text()))
     if not compute:
