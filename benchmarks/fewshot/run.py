@@ -51,10 +51,9 @@ def scores(task: str, pred, true) -> dict:
 
 
 def run_path(task: Task, split: str, size: int, draw: int, base: str, params: dict, work_dir: Path,
-             threads: int | None, train=None, model=None) -> Path:
-    """Where the result of one (task, size, draw, method) is kept: a file named by a key of what it computes."""
-    train = task.draw(size, draw) if train is None else train
-    model = METHODS[base].build(task.name, draw, params) if model is None else model
+             threads: int | None, train, model) -> Path:
+    """Where the result of one (task, size, draw, method) is kept: a file named by a key of what it computes
+    (``train``: the draw's rows, ``model``: the built method)."""
     key_parts = [RESULTS_VERSION, task.name, split, size, draw, base, sorted(params.items()), len(train),
                  train["text"].iloc[:3].tolist(), len(task.evaluation), task.evaluation["text"].iloc[:3].tolist(),
                  threads]
