@@ -165,7 +165,8 @@ def _training_lines(estimator) -> list[str]:
     for attribute, meaning in (("label_temperature_", "label temperature τ_y"),
                                ("ranking_weight_", "ranking weight w"),
                                ("learning_rate_", "encoder learning rate"),
-                               ("max_epochs_", "epochs of the budget")):
+                               ("max_epochs_", "epochs of the budget"),
+                               ("head_init_", "head start")):
         if hasattr(estimator, attribute):
             lines.append(f"- {meaning} used: {_fmt(getattr(estimator, attribute))}")
     lines.append(f"- skcarl {__version__}" + _versions())

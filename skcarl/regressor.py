@@ -15,6 +15,12 @@ from ._fit_targets import continuous_targets
 from ._param_validation import Interval, Options
 from .backbone import DEFAULT_BACKBONE
 
+# head_init="auto": the head starts at the ridge probe (LP-FT) below this many texts and at PyTorch's
+# initialisation from it. A head that already fits the training targets sends the encoder little MSE gradient:
+# on a few dozen texts that anchor is worth more than the gradient, from about a hundred the gradient is worth
+# more (docs/study_log.md, "Few labels, round 5").
+AUTO_PROBE_BELOW = 96
+
 
 @carl_estimator
 class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
@@ -36,10 +42,13 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
 %(carl_parameters)s
     regression_weight : float, default=1.0
         Weight of the regression head's MSE in the total loss.
-    head_init : {"probe", "random"}, default="probe"
+    head_init : {"auto", "probe", "random"}, default="auto"
         ``"probe"`` starts the head at a ridge regression (``RidgeCV``) on the pretrained encoder's pooled
         features before fine-tuning (linear probing then fine-tuning, LP-FT; Kumar et al. 2022); ``"random"``
-        starts it at PyTorch's default initialisation.
+        starts it at PyTorch's default initialisation. ``"auto"`` is ``"probe"`` below ``AUTO_PROBE_BELOW``
+        (96) texts given to ``fit`` and ``"random"`` from there: the probe anchors a head that a few dozen
+        texts could not train, and a random start leaves more MSE gradient for the encoder to learn from. The
+        start used is ``head_init_``.
     head_refit : bool, default=False
         After fine-tuning, re-fit the head as a ridge regression (``RidgeCV``) on the tuned encoder's features
         of the training texts (dropout off), replacing the jointly trained head (as ``CARLClassifier`` does
@@ -50,6 +59,8 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
 %(carl_attributes)s
     n_outputs_ : int
         Number of targets.
+    head_init_ : {"probe", "random"}
+        How the head started (``head_init``, with ``"auto"`` resolved).
     target_mean_, target_scale_ : ndarray of shape (n_outputs,)
         Standardisation of the targets (a constant target gets scale 1).
 
@@ -73,12 +84,12 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
     _parameter_constraints = {
         **_CARLBase._parameter_constraints,
         "regression_weight": [Interval(Real, 0, None)],
-        "head_init": [Options(HEAD_INITS)],
+        "head_init": [Options(("auto", *HEAD_INITS))],
         "head_refit": [bool],
     }
-    _target_attributes = ("n_outputs_", "target_mean_", "target_scale_", "_y_ndim")
+    _target_attributes = ("n_outputs_", "target_mean_", "target_scale_", "head_init_", "_y_ndim")
 
-    def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, regression_weight=1.0, head_init="probe",
+    def __init__(self, model_name_or_path=DEFAULT_BACKBONE, *, regression_weight=1.0, head_init="auto",
                  head_refit=False, **carl_params):
         super().__init__(model_name_or_path, **carl_params)
         self.regression_weight = regression_weight
@@ -96,15 +107,19 @@ class CARLRegressor(MultiOutputMixin, RegressorMixin, _CARLBase):
         targets = np.asarray(y, dtype=np.float64).reshape(n_samples, -1)
         if self.warm_start and hasattr(self, "target_mean_"):
             mean, scale = self.target_mean_, self.target_scale_  # the head's scale must not move
+            head_init = getattr(self, "head_init_", self.head_init)  # the head trains on from where it was
         else:
             mean, sd = targets.mean(0), targets.std(0)
             scale = np.where(sd > 0, sd, 1.0)
-        prepared.fitted.update(target_mean_=mean, target_scale_=scale, _y_ndim=np.ndim(y))
+            head_init = self.head_init
+        if head_init == "auto":
+            head_init = "probe" if n_samples < AUTO_PROBE_BELOW else "random"
+        prepared.fitted.update(target_mean_=mean, target_scale_=scale, head_init_=head_init, _y_ndim=np.ndim(y))
         prepared.n_task_outputs = targets.shape[1]
         prepared.task_loss = F.mse_loss
         prepared.task_targets = ((targets - mean) / scale).astype(np.float32)
         prepared.task_weight = self.regression_weight
-        prepared.probe = _ridge_probe if self.head_init == "probe" else None
+        prepared.probe = _ridge_probe if head_init == "probe" else None
         prepared.refit = _ridge_probe if self.head_refit else None
         return prepared
 

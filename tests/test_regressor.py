@@ -65,3 +65,27 @@ def test_head_refit_sets_the_head_to_a_ridge_regression_on_the_tuned_features(ti
     np.testing.assert_allclose(reg.predict(X), expected, rtol=1e-4, atol=1e-4)
     joint = make(CARLRegressor, tiny_bert).fit(X, VA)  # the default keeps the jointly trained head
     assert not np.allclose(joint.predict(X), expected, atol=1e-3)
+
+
+# ====================================================================================================== head start
+def test_head_init_auto_starts_at_the_probe_below_the_threshold_and_at_random_from_it(tiny_bert, monkeypatch):
+    import skcarl.regressor
+
+    monkeypatch.setattr(skcarl.regressor, "AUTO_PROBE_BELOW", 40)
+    few, many = slice(0, 32), slice(0, 48)
+
+    def fit(rows, **params):
+        return make(CARLRegressor, tiny_bert, **params).fit(X[rows], VA[rows])
+
+    for rows, start, other in ((few, "probe", "random"), (many, "random", "probe")):
+        auto, same, different = fit(rows), fit(rows, head_init=start), fit(rows, head_init=other)
+        assert auto.head_init == "auto" and auto.head_init_ == start and same.head_init_ == start
+        np.testing.assert_array_equal(auto.predict(X), same.predict(X))
+        assert not np.allclose(auto.predict(X), different.predict(X), atol=1e-4)
+
+
+def test_a_warm_start_keeps_the_head_start_of_the_first_fit(tiny_bert):
+    reg = make(CARLRegressor, tiny_bert).fit(X[:32], VA[:32])
+    assert reg.head_init_ == "probe"  # 32 texts are below AUTO_PROBE_BELOW
+    reg.set_params(warm_start=True, head_init="random").fit(X, VA)
+    assert reg.head_init_ == "probe"
