@@ -89,3 +89,14 @@ def test_a_warm_start_keeps_the_head_start_of_the_first_fit(tiny_bert):
     assert reg.head_init_ == "probe"  # 32 texts are below AUTO_PROBE_BELOW
     reg.set_params(warm_start=True, head_init="random").fit(X, VA)
     assert reg.head_init_ == "probe"
+
+
+def test_the_docs_state_the_threshold_of_head_init_auto():
+    from pathlib import Path
+
+    from skcarl.regressor import AUTO_PROBE_BELOW
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "regressor.md").read_text()
+    table_row = next(line for line in page.splitlines() if line.startswith("| `head_init` |"))
+    assert f"below {AUTO_PROBE_BELOW} texts" in table_row
+    assert f"``AUTO_PROBE_BELOW`` ({AUTO_PROBE_BELOW}) texts" in " ".join(CARLRegressor.__doc__.split())

@@ -169,8 +169,8 @@ ABLATIONS = {
     "carl_no_ranking": ("no ranking term (w = 0)", dict(ranking_weight=0.0)),
     "carl_e2e_no_ranking": ("CARLRegressor / CARLClassifier, no ranking term (w = 0)",
                             dict(estimator="e2e", ranking_weight=0.0)),
-    # the regressor's head started at the ridge probe (LP-FT), which head_init="auto" does only below a few
-    # hundred texts; the classifier starts there by default, so on GoEmotions this row is carl_e2e's
+    # the regressor's head started at the ridge probe (LP-FT), which head_init="auto" does only on small sets
+    # (AUTO_PROBE_BELOW); the classifier starts there by default, so on GoEmotions this row is carl_e2e's
     "carl_e2e_probe_start": ("CARLRegressor / CARLClassifier, head started at the probe (head_init=\"probe\")",
                              dict(estimator="e2e", head_init="probe")),
 }
