@@ -96,7 +96,9 @@ def test_the_docs_state_the_threshold_of_head_init_auto():
 
     from skcarl.regressor import AUTO_PROBE_BELOW
 
-    page = (Path(__file__).resolve().parents[1] / "docs" / "regressor.md").read_text()
-    table_row = next(line for line in page.splitlines() if line.startswith("| `head_init` |"))
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    table_row = next(line for line in (docs / "regressor.md").read_text().splitlines()
+                     if line.startswith("| `head_init` |"))
     assert f"below {AUTO_PROBE_BELOW} texts" in table_row
+    assert f"`\"auto\"` does below {AUTO_PROBE_BELOW} texts" in " ".join((docs / "method.md").read_text().split())
     assert f"``AUTO_PROBE_BELOW`` ({AUTO_PROBE_BELOW}) texts" in " ".join(CARLRegressor.__doc__.split())
